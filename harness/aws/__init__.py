@@ -1,0 +1,1 @@
+"""AWS side of the harness: CloudFormation templates and stacks, and boto3 helpers."""
