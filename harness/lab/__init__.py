@@ -1,0 +1,1 @@
+"""The lab: an offline twin of the multi-region private API stack."""
