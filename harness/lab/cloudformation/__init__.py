@@ -1,0 +1,1 @@
+"""CloudFormation in the lab: an asynchronous stack engine over moto's resource models."""

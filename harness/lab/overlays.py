@@ -1,0 +1,18 @@
+"""Wire every service overlay into the gateway (one module per AWS service, like moto)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from harness.lab.gateway import Gateway
+
+if TYPE_CHECKING:
+    from harness.lab.lab import Lab
+
+
+def install(gateway: Gateway, lab: Lab) -> None:
+    """Register the operations the lab answers itself instead of moto."""
+    from harness.lab.services import elbv2, route53
+
+    elbv2.install(gateway, lab)
+    route53.install(gateway, lab)
