@@ -3,17 +3,34 @@
 Loaded by the repository's ``conftest.py``. Configuration is validated in ``pytest_configure``
 so a bad value fails at start-up with a usage error (exit code 4) before any AWS or lab call,
 even under ``--collect-only``.
+
+Session fixtures:
+  harness_config  the frozen HarnessConfig
+  target          the opened target (an in-process lab by default, a lab attached with
+                  --lab-url, or AWS)
+  deployment      the provisioned stack set (created, or attached with --reuse-stacks), torn
+                  down at session end unless --keep-stacks
 """
 
 from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from harness import config as config_module
 from harness.config import HarnessConfig
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
+
+if TYPE_CHECKING:
+    from harness.aws.stacks import Deployment, StackSetDeployer
+    from harness.targets import Target
 
 CONFIG_KEY = pytest.StashKey[HarnessConfig]()
+Say = Callable[[str], None]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,6 +43,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[CONFIG_KEY] = config_module.from_pytest(config)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (CI cancelling a job, `kill`) must run the same teardown as Ctrl-C: stacks
+        # deleted, faults restored. Python's default would just die.
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
 def harness_config_of(config: pytest.Config) -> HarnessConfig:
@@ -33,10 +58,73 @@ def harness_config_of(config: pytest.Config) -> HarnessConfig:
     return config.stash[CONFIG_KEY]
 
 
+def progress_writer(config: pytest.Config) -> Say:
+    """Return a function printing live progress lines on the terminal (even under capture)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def write(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"regiondrill: {line}")
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def harness_config(pytestconfig: pytest.Config) -> HarnessConfig:
     """The run's validated, frozen configuration."""
     return harness_config_of(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def target(harness_config: HarnessConfig, pytestconfig: pytest.Config) -> Iterator[Target]:
+    """The opened target: the lab (in-process, or attached with --lab-url) or AWS."""
+    from harness.targets import open_target
+
+    say = progress_writer(pytestconfig)
+    opened = open_target(harness_config)
+    if opened.is_lab:
+        info = opened.lab_info
+        where = "in-process" if opened.lab is not None else "attached"
+        say(f"lab {where} at {info.endpoint} (clock x{info.clock.speed:g})")
+    else:
+        say("target: AWS")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture(scope="session")
+def deployment(
+    harness_config: HarnessConfig, target: Target, pytestconfig: pytest.Config
+) -> Iterator[Deployment]:
+    """The stack set for the configured regions, torn down at the end unless --keep-stacks."""
+    from harness.aws.stacks import StackSetDeployer
+
+    say = progress_writer(pytestconfig)
+    deployer = StackSetDeployer(harness_config, target.sessions, progress=say)
+    try:
+        deployed = deployer.deploy()
+    except (HarnessError, KeyboardInterrupt):
+        if not harness_config.keep_stacks:
+            _teardown(deployer, say)
+        raise
+    try:
+        yield deployed
+    finally:
+        if harness_config.keep_stacks:
+            created = len(deployed.created_stacks)
+            say(f"--keep-stacks: leaving {created} stack(s) of run {deployed.run_id} in place")
+        else:
+            _teardown(deployer, say)
+
+
+def _teardown(deployer: StackSetDeployer, say: Say) -> None:
+    try:
+        deployer.teardown()
+    except HarnessError as exc:
+        say(f"teardown failed: {exc}")
+        raise
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -8,7 +8,8 @@ lab serves traffic on the addresses it finds in the control plane, so these must
   ``VPC Endpoint Interface vpce-...`` and carrying the endpoint's security groups;
 - a network load balancer has a ``loadbalancer/net/...`` ARN, becomes ``active``, and has one
   ENI per subnet described ``ELB net/<name>/<id>``, which is where its listeners live;
-- ENIs whose endpoint or load balancer is gone are deleted (and their addresses released).
+- ENIs whose endpoint or load balancer is gone, or whose instance was terminated, are deleted
+  (and their addresses released).
 
 ``reconcile`` is idempotent and cheap; the lab runs it after every control-plane change.
 """
@@ -43,6 +44,9 @@ def reconcile(account_id: str, region: str) -> None:
     for eni in list(ec2.enis.values()):
         owner = getattr(eni, OWNER, None)
         if owner is not None and owner not in live:
+            _delete_eni(ec2, eni)
+        elif eni.instance is not None and eni.instance.state == "terminated":
+            # A terminated instance's primary interface is deleted with it (DeleteOnTermination).
             _delete_eni(ec2, eni)
 
 
@@ -104,6 +108,11 @@ def _fix_network_load_balancer(ec2: Any, elbv2: Any, lb: Any) -> None:
             enis[subnet.id] = eni.id
         _place(ec2, eni)
         eni.description = f"ELB {name_and_id}"
+        eni._group_set = [
+            group
+            for group in (ec2.get_security_group_from_id(g) for g in lb.security_groups or [])
+            if group is not None
+        ]
         eni.interface_type = "network_load_balancer"
         eni.requester_managed = True
         eni.requester_id = "amazon-elb"

@@ -247,6 +247,8 @@ class Gateway:
             protocol=protocol,
             path_params=params,
         )
+        environ["regiondrill.operation"] = (service, operation)
+        environ["regiondrill.protocol"] = protocol
         request.forward = lambda: self._call_moto(environ, raw)
         handler = self._overlays.get((service, operation))
         with self._lock:
@@ -271,7 +273,18 @@ class Gateway:
         environ = dict(environ)
         environ["wsgi.input"] = _BytesInput(raw)
         environ["CONTENT_LENGTH"] = str(len(raw))
-        body = b"".join(self._moto(environ, capture))
+        try:
+            body = b"".join(self._moto(environ, capture))
+        except NotImplementedError:
+            # An operation neither moto nor the lab models: say so plainly (and do not let
+            # botocore retry a 500 that can never succeed).
+            service, operation = environ.get("regiondrill.operation", ("?", "?"))
+            return error_response(
+                environ.get("regiondrill.protocol", "query"),
+                400,
+                "InvalidAction",
+                f"The regiondrill lab does not implement {service}:{operation}",
+            )
         return LabResponse(captured.get("status", 500), body, captured.get("headers", []))
 
     def _changed(self, request: LabRequest, status: int) -> None:

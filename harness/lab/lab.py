@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -30,10 +30,32 @@ from harness.lab.cloudformation import resources as cfn_resources
 from harness.lab.cloudformation.engine import StackEngine
 from harness.lab.gateway import Gateway, LabRequest
 from harness.lab.pki import LabCA
+from harness.lab.scheduler import Scheduler
+from harness.lab.topology import Topology
+from harness.lab.topology import build as build_topology
 
 log = logging.getLogger(__name__)
 
 ACCOUNT_ID = "123456789012"  # moto's default account; the lab is a single-account twin
+
+# The data-plane components, started in this order and stopped in reverse. Each is
+# "module:Class"; the class is constructed with the Lab and implements Component.
+COMPONENTS: tuple[str, ...] = ()
+
+
+class Component(Protocol):
+    """A part of the lab's data plane, kept in step with the control plane."""
+
+    name: str
+
+    def start(self) -> None:
+        """Start serving (bind sockets, schedule timers)."""
+
+    def update(self, topology: Topology) -> None:
+        """Bring the component in line with a new control-plane snapshot (reconciler thread)."""
+
+    def stop(self) -> None:
+        """Stop serving and release everything."""
 _active_lock = threading.Lock()
 _active: Lab | None = None
 
@@ -132,7 +154,18 @@ class Lab:
         self.ca: LabCA | None = None
         self.gateway: Gateway | None = None
         self.engine: StackEngine | None = None
-        self.health: Any = None  # the health pipeline (harness.lab.health)
+        self.scheduler = Scheduler(self.clock)
+        self.components: dict[str, Component] = {}
+        # Data-plane components look each other up through these names:
+        self.network: Any = None  # harness.lab.network.Network (reachability)
+        self.health: Any = None  # harness.lab.health.HealthPipeline
+        self.resolvers: Any = None  # harness.lab.resolver.Resolvers
+        self.load_balancers: Any = None  # harness.lab.nlb.LoadBalancers (TLS listeners + API)
+        self.bastions: Any = None  # harness.lab.bastions.Bastions (SSM agents, SSH, shims)
+        self._topology: Topology | None = None
+        self._changed = threading.Event()
+        self._reconciler: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._stoppers: list[Callable[[], None]] = []
@@ -189,7 +222,44 @@ class Lab:
             target=self._server.serve_forever, name="lab-gateway", daemon=True
         )
         self._thread.start()
+        self.scheduler.start()
+        self._stoppers.append(self.scheduler.stop)
+        self._start_components()
         log.info("lab serving AWS APIs on %s", self.endpoint)
+
+    def _start_components(self) -> None:
+        import importlib
+
+        for spec in COMPONENTS:
+            module_name, class_name = spec.split(":")
+            component = getattr(importlib.import_module(module_name), class_name)(self)
+            self.components[component.name] = component
+            component.start()
+            self._stoppers.append(component.stop)
+        self._reconciler = threading.Thread(target=self._reconcile_loop, name="lab-reconciler", daemon=True)
+        self._reconciler.start()
+        self._stoppers.append(self._stop_reconciler)
+        self.notify_changed()
+
+    def _stop_reconciler(self) -> None:
+        self._stopping.set()
+        self._changed.set()
+        if self._reconciler is not None:
+            self._reconciler.join(timeout=10)
+
+    def _reconcile_loop(self) -> None:
+        """Push each new control-plane snapshot to every component, coalescing bursts."""
+        while not self._stopping.is_set():
+            self._changed.wait()
+            if self._stopping.is_set():
+                return
+            self._changed.clear()
+            topology = self.topology()
+            for component in list(self.components.values()):
+                try:
+                    component.update(topology)
+                except Exception:
+                    log.exception("lab component %s failed to update", component.name)
 
     def _install_overlays(self) -> None:
         """Register the service overlays (each module wires its own operations)."""
@@ -255,6 +325,34 @@ class Lab:
         if self.engine is not None:
             self.engine.wait_idle(timeout)
 
+    # ------------------------------------------------------------------ state for the data plane
+
+    @property
+    def account_id(self) -> str:
+        return ACCOUNT_ID
+
+    @property
+    def state_version(self) -> int:
+        return self.gateway.state_version if self.gateway is not None else 0
+
+    def topology(self) -> Topology:
+        """Return the control-plane snapshot for the current state version (cached)."""
+        cached = self._topology
+        version = self.state_version
+        if cached is not None and cached.version == version:
+            return cached
+        with self.state_lock:
+            version = self.state_version
+            if self._topology is None or self._topology.version != version:
+                self._topology = build_topology(ACCOUNT_ID, version)
+            return self._topology
+
+    def notify_changed(self) -> None:
+        """Record a control-plane change and wake the reconciler."""
+        if self.gateway is not None:
+            self.gateway.bump()
+        self._changed.set()
+
     # ------------------------------------------------------------------ control-plane events
 
     def _issue_certificate(self, names: Sequence[str]) -> tuple[bytes, bytes, bytes]:
@@ -266,12 +364,13 @@ class Lab:
         """Re-derive lab views after a change in ``region`` (called with or without the lock)."""
         with self.state_lock:
             fidelity.reconcile(ACCOUNT_ID, region)
-            if self.gateway is not None:
-                self.gateway.state_version += 1
+        self.notify_changed()
 
     def _after_api_call(self, request: LabRequest, status: int) -> None:
-        if request.service in ("ec2", "elbv2", "cloudformation"):
+        if request.service in ("ec2", "elbv2"):
             self._control_plane_changed(request.region)
+        else:
+            self._changed.set()  # the gateway already bumped the version
 
     # ------------------------------------------------------------------ health (Route 53)
 

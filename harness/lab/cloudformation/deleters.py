@@ -16,24 +16,12 @@ from moto.apigateway.models import apigateway_backends
 from moto.awslambda.models import lambda_backends
 from moto.ec2.models import ec2_backends
 from moto.elbv2.models import elbv2_backends
-from moto.route53.models import route53_backends
-from moto.utilities.utils import get_partition
 
 Deleter = Callable[[Any, Mapping[str, Any], str, str], None]
 
 
 def _route_table(instance: Any, props: Mapping[str, Any], account: str, region: str) -> None:
     ec2_backends[account][region].delete_route_table(instance.id)
-
-
-def _subnet_association(instance: Any, props: Mapping[str, Any], account: str, region: str) -> None:
-    ec2 = ec2_backends[account][region]
-    table = ec2.route_tables.get(props["RouteTableId"])
-    if table is None:
-        return
-    for association_id, subnet_id in list(table._associations.items()):
-        if subnet_id == props["SubnetId"]:
-            ec2.disassociate_route_table(association_id)
 
 
 def _route(instance: Any, props: Mapping[str, Any], account: str, region: str) -> None:
@@ -131,15 +119,8 @@ def _listener(instance: Any, props: Mapping[str, Any], account: str, region: str
         lb.listeners.pop(instance.arn, None)
 
 
-def _hosted_zone(instance: Any, props: Mapping[str, Any], account: str, region: str) -> None:
-    backend = route53_backends[account][get_partition(region)]
-    if instance.id in backend.zones:
-        backend.delete_hosted_zone(instance.id)
-
-
 DELETERS: dict[str, Deleter] = {
     "AWS::EC2::RouteTable": _route_table,
-    "AWS::EC2::SubnetRouteTableAssociation": _subnet_association,
     "AWS::EC2::Route": _route,
     "AWS::EC2::SecurityGroupIngress": _security_group_ingress,
     "AWS::EC2::TransitGateway": _transit_gateway,
@@ -150,7 +131,6 @@ DELETERS: dict[str, Deleter] = {
     "AWS::ApiGateway::Deployment": _api_deployment,
     "AWS::ElasticLoadBalancingV2::TargetGroup": _target_group,
     "AWS::ElasticLoadBalancingV2::Listener": _listener,
-    "AWS::Route53::HostedZone": _hosted_zone,
 }
 
 

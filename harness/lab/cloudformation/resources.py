@@ -72,6 +72,44 @@ class _LabModel:
 # ---------------------------------------------------------------------------------- EC2 / TGW
 
 
+class SubnetRouteTableAssociation(_LabModel, CloudFormationModel):
+    """AWS::EC2::SubnetRouteTableAssociation, made through the route table like the EC2 API.
+
+    moto's own model records the association in a side table that DescribeRouteTables never
+    shows, so the subnet would silently keep using the main route table. Ref is the
+    association id, as on AWS.
+    """
+
+    ATTRIBUTES = {"Id": lambda self: self.id}
+
+    def __init__(self, account_id: str, region: str, association_id: str) -> None:
+        self.account_id, self.region, self.id = account_id, region, association_id
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::EC2::SubnetRouteTableAssociation"
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.id
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> SubnetRouteTableAssociation:
+        props = cloudformation_json["Properties"]
+        backend = ec2_backends[account_id][region_name]
+        association_id = backend.associate_route_table(props["RouteTableId"], subnet_id=props["SubnetId"])
+        return cls(account_id, region_name, association_id)
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        backend = ec2_backends[account_id][region_name]
+        for table in backend.route_tables.values():
+            if self.id in table._associations:
+                backend.disassociate_route_table(self.id)
+                return
+
+
 class TransitGatewayAttachment(_LabModel, CloudFormationModel):
     """AWS::EC2::TransitGatewayAttachment (a VPC attachment)."""
 
@@ -802,6 +840,69 @@ class TargetGroup(_LabModel, CloudFormationModel):
 # ---------------------------------------------------------------------------------- Route 53
 
 
+class HostedZone(_LabModel, CloudFormationModel):
+    """AWS::Route53::HostedZone; ``VPCs`` make it a private zone associated with each VPC.
+
+    moto's model ignores ``VPCs`` and creates a public zone, which would make every private
+    hosted-zone rule (association, most specific zone, no fall-through) untestable.
+    """
+
+    ATTRIBUTES = {
+        "Id": lambda self: self.zone.id.replace("/hostedzone/", ""),
+        "NameServers": lambda self: list(self.zone.delegation_set.name_servers)
+        if self.zone.delegation_set else [],
+    }
+
+    def __init__(self, zone: Any) -> None:
+        self.zone = zone
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::Route53::HostedZone"
+
+    @property
+    def physical_resource_id(self) -> str:
+        return str(self.zone.id).replace("/hostedzone/", "")
+
+    @property
+    def id(self) -> str:
+        return self.physical_resource_id
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> HostedZone:
+        props = cloudformation_json["Properties"]
+        backend = route53_backends[account_id][get_partition(region_name)]
+        vpcs = props.get("VPCs") or []
+        first = vpcs[0] if vpcs else {}
+        zone = backend.create_hosted_zone(
+            name=props["Name"],
+            private_zone=bool(vpcs),
+            caller_reference=resource_name,
+            vpcid=first.get("VPCId"),
+            vpcregion=first.get("VPCRegion"),
+            comment=(props.get("HostedZoneConfig") or {}).get("Comment"),
+        )
+        zone_id = str(zone.id).replace("/hostedzone/", "")
+        for vpc in vpcs[1:]:
+            backend.associate_vpc_with_hosted_zone(zone_id, vpc["VPCId"], vpc["VPCRegion"])
+        tags = props.get("HostedZoneTags") or []
+        if tags:
+            backend.change_tags_for_resource(
+                resource_type="hostedzone",
+                resource_id=zone_id,
+                add_tags=[{"Key": t["Key"], "Value": t["Value"]} for t in tags],
+                remove_tag_keys=[],
+            )
+        return cls(zone)
+
+    def delete(self, account_id: str, region_name: str) -> None:
+        backend = route53_backends[account_id][get_partition(region_name)]
+        if self.id in backend.zones:
+            backend.delete_hosted_zone(self.id)
+
+
 class HealthCheck(_LabModel, CloudFormationModel):
     """AWS::Route53::HealthCheck, including the CLOUDWATCH_METRIC fields moto drops.
 
@@ -914,6 +1015,7 @@ def _tags(tags: Any) -> dict[str, str]:
 LAB_TYPES = tuple(
     model.cloudformation_type()
     for model in (
+        SubnetRouteTableAssociation,
         TransitGatewayAttachment,
         TransitGatewayPeeringAttachment,
         TransitGatewayRouteTable,
@@ -926,6 +1028,7 @@ LAB_TYPES = tuple(
         PrivateRestApi,
         LabCertificate,
         HealthCheck,
+        HostedZone,
         LoadBalancer,
         TargetGroup,
     )
