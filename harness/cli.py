@@ -5,6 +5,7 @@ Subcommands:
   render          write the rendered CloudFormation stack set for the configured regions
   stacks list     list stacks tagged by regiondrill (find orphans)
   stacks delete   delete every stack of a run id
+  restore         restore faults an interrupted run left injected (reads the fault ledger)
   config show     print the validated configuration as JSON
 """
 
@@ -167,6 +168,38 @@ def cmd_stacks_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- restore
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from harness.chaos.fixtures import lab_is_alive
+    from harness.chaos.ledger import Ledger
+    from harness.chaos.manager import describe_entries, environment_of, recover
+
+    config = _config(args)
+    report_dir = Path(args.report_dir) if args.report_dir else config.report_dir
+    ledger = Ledger.in_dir(report_dir)
+    outstanding = ledger.outstanding()
+    if not outstanding:
+        print(f"nothing to restore: {ledger.path} has no outstanding faults")
+        return 0
+    print(f"outstanding faults: {describe_entries(outstanding)}")
+    with _target(config) as target:
+        environment = environment_of(
+            target.sessions, target.name, target.lab_info.endpoint if target.is_lab else None
+        )
+        recovery = recover(ledger, target.sessions, environment, is_alive=lab_is_alive, say=_say)
+    for entry in recovery.restored:
+        print(f"restored: {entry.describe()} (run {entry.run_id}); state verified")
+    for entry, note in recovery.abandoned:
+        print(f"abandoned: {entry.describe()}: {note}")
+    for entry in recovery.foreign:
+        print(f"left alone (another target: {dict(entry.environment)}): {entry.describe()}")
+    for entry, why in recovery.failed:
+        print(f"FAILED: {entry.describe()}: {why}", file=sys.stderr)
+    return 1 if recovery.failed else 0
+
+
 # ---------------------------------------------------------------------- config
 
 
@@ -214,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_options(delete)
     delete.add_argument("--run-id", required=True, help="the run whose stacks to delete")
     delete.set_defaults(func=cmd_stacks_delete)
+
+    restore = commands.add_parser(
+        "restore", help="restore faults left injected by an interrupted run (from the fault ledger)"
+    )
+    _config_options(restore)
+    restore.add_argument("--report-dir", help="where the fault ledger is (default: reports/)")
+    restore.set_defaults(func=cmd_restore)
 
     config = commands.add_parser("config", help="inspect the configuration").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND"

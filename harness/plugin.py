@@ -43,6 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[CONFIG_KEY] = config_module.from_pytest(config)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.import_plugin("harness.chaos.fixtures")
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (CI cancelling a job, `kill`) must run the same teardown as Ctrl-C: stacks
         # deleted, faults restored. Python's default would just die.
@@ -125,6 +126,20 @@ def _teardown(deployer: StackSetDeployer, say: Say) -> None:
     except HarnessError as exc:
         say(f"teardown failed: {exc}")
         raise
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    harness = harness_config_of(config)
+    destructive = pytest.mark.skip(
+        reason="destructive test on --target aws: pass --allow-destructive to inject faults into "
+        "the regiondrill stacks of this account"
+    )
+    aws_only = pytest.mark.skip(reason="needs a real AWS account: run with --target aws")
+    for item in items:
+        if harness.target == "aws" and not harness.allow_destructive and item.get_closest_marker("destructive"):
+            item.add_marker(destructive)
+        if harness.target != "aws" and item.get_closest_marker("aws"):
+            item.add_marker(aws_only)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -29,6 +29,7 @@ from harness.lab.addresses import PortMap
 from harness.lab.cloudformation import resources as cfn_resources
 from harness.lab.cloudformation.engine import StackEngine
 from harness.lab.gateway import Gateway, LabRequest
+from harness.lab.lambda_runtime import LambdaRuntime
 from harness.lab.pki import LabCA
 from harness.lab.scheduler import Scheduler
 from harness.lab.topology import Topology
@@ -135,11 +136,14 @@ class Lab:
         workdir: Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        components: Sequence[str] | None = None,
     ) -> None:
         if not regions:
             raise LabError("the lab needs at least one region")
         self.regions = tuple(regions)
         self.speed = speed
+        # Which data-plane components to run; tests of the control plane alone pass ().
+        self.component_specs = tuple(COMPONENTS if components is None else components)
         self.host = host
         self._requested_port = port
         self._own_workdir = workdir is None
@@ -162,6 +166,7 @@ class Lab:
         self.resolvers: Any = None  # harness.lab.resolver.Resolvers
         self.load_balancers: Any = None  # harness.lab.nlb.LoadBalancers (TLS listeners + API)
         self.bastions: Any = None  # harness.lab.bastions.Bastions (SSM agents, SSH, shims)
+        self.lambda_runtime: LambdaRuntime | None = None
         self._topology: Topology | None = None
         self._changed = threading.Event()
         self._reconciler: threading.Thread | None = None
@@ -224,13 +229,17 @@ class Lab:
         self._thread.start()
         self.scheduler.start()
         self._stoppers.append(self.scheduler.stop)
+        # One runtime runs every Lambda function's code (warm workers under the lab's workdir);
+        # closed after the components that invoke it have stopped.
+        self.lambda_runtime = LambdaRuntime(self.workdir / "lambda")
+        self._stoppers.append(self.lambda_runtime.close)
         self._start_components()
         log.info("lab serving AWS APIs on %s", self.endpoint)
 
     def _start_components(self) -> None:
         import importlib
 
-        for spec in COMPONENTS:
+        for spec in self.component_specs:
             module_name, class_name = spec.split(":")
             component = getattr(importlib.import_module(module_name), class_name)(self)
             self.components[component.name] = component

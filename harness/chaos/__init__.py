@@ -1,0 +1,1 @@
+"""Chaos: faults with guaranteed restore, a crash-safe ledger, guardrails, failover timing."""
