@@ -23,7 +23,9 @@ REGIONS = ("us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2", "eu-central-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="measurements per size (median reported)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="measurements per size (median reported)"
+    )
     args = parser.parse_args()
     results: dict[int, list[float]] = {2: [], 3: [], 5: []}
     teardown: dict[int, list[float]] = {2: [], 3: [], 5: []}
@@ -40,12 +42,18 @@ def main() -> None:
                 deployer.teardown()
                 teardown[count].append(time.perf_counter() - started)
     base = statistics.median(results[2])
-    print(f"{'regions':>7}  {'deploy (median s)':>18}  {'ratio to 2':>10}  {'teardown (median s)':>20}")
+    print(
+        f"{'regions':>7}  {'deploy (median s)':>18}  {'ratio to 2':>10}  {'teardown (median s)':>20}"
+    )
     for count, times in results.items():
         median = statistics.median(times)
-        print(f"{count:>7}  {median:>18.2f}  {median / base:>10.2f}  {statistics.median(teardown[count]):>20.2f}")
-    print(f"targets: 2 regions <= 5 s -> {'met' if base <= 5 else 'MISSED'}; "
-          f"5 regions <= 2.5x -> {'met' if statistics.median(results[5]) / base <= 2.5 else 'MISSED'}")
+        print(
+            f"{count:>7}  {median:>18.2f}  {median / base:>10.2f}  {statistics.median(teardown[count]):>20.2f}"
+        )
+    print(
+        f"targets: 2 regions <= 5 s -> {'met' if base <= 5 else 'MISSED'}; "
+        f"5 regions <= 2.5x -> {'met' if statistics.median(results[5]) / base <= 2.5 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -136,7 +136,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     )
     aws_only = pytest.mark.skip(reason="needs a real AWS account: run with --target aws")
     for item in items:
-        if harness.target == "aws" and not harness.allow_destructive and item.get_closest_marker("destructive"):
+        if (
+            harness.target == "aws"
+            and not harness.allow_destructive
+            and item.get_closest_marker("destructive")
+        ):
             item.add_marker(destructive)
         if harness.target != "aws" and item.get_closest_marker("aws"):
             item.add_marker(aws_only)

@@ -11,7 +11,9 @@ pytest_plugins = ["pytester"]
 def run(pytester: pytest.Pytester):  # type: ignore[no-untyped-def]
     def runner(*args: str, subprocess: bool = False) -> pytest.RunResult:
         if subprocess:
-            return pytester.runpytest_subprocess("-p", "harness.plugin", "-p", "no:cacheprovider", *args)
+            return pytester.runpytest_subprocess(
+                "-p", "harness.plugin", "-p", "no:cacheprovider", *args
+            )
         return pytester.runpytest("-p", "harness.plugin", "-p", "no:cacheprovider", *args)
 
     return runner
@@ -45,7 +47,9 @@ def test_marker_selecting_nothing_exits_zero_and_says_so(run, pytester: pytest.P
     result.stdout.fnmatch_lines(["*no tests match -m 'failover'*"])
 
 
-def test_deployment_fixture_provisions_on_the_lab_and_tears_down(run, pytester: pytest.Pytester) -> None:  # type: ignore[no-untyped-def]
+def test_deployment_fixture_provisions_on_the_lab_and_tears_down(
+    run, pytester: pytest.Pytester
+) -> None:  # type: ignore[no-untyped-def]
     pytester.makepyfile(
         """
         def test_stack_set(deployment, target):
@@ -59,5 +63,9 @@ def test_deployment_fixture_provisions_on_the_lab_and_tears_down(run, pytester: 
     result = run("-s", subprocess=True)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.stdout.fnmatch_lines(
-        ["*regiondrill: lab in-process at http://127.0.0.1:*", "*stack set ready in*", "*teardown complete*"]
+        [
+            "*regiondrill: lab in-process at http://127.0.0.1:*",
+            "*stack set ready in*",
+            "*teardown complete*",
+        ]
     )

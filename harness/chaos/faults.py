@@ -67,12 +67,16 @@ class Fault(ABC):
 
     @classmethod
     @abstractmethod
-    def restore(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
+    def restore(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> None:
         """Put back ``prior``; idempotent, and works from ledger data alone."""
 
     @classmethod
     @abstractmethod
-    def verify(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
+    def verify(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> list[str]:
         """Return differences between the current state and ``prior`` (empty = restored)."""
 
 
@@ -108,25 +112,37 @@ class InvertHealthCheck(Fault):
         _update_health_check(sessions, self.health_check_id, inverted=True)
 
     @classmethod
-    def restore(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
+    def restore(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> None:
         _update_health_check(sessions, target["health_check_id"], inverted=bool(prior["inverted"]))
 
     @classmethod
-    def verify(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
-        inverted = bool(_health_check(sessions, target["health_check_id"])["HealthCheckConfig"].get("Inverted"))
+    def verify(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> list[str]:
+        inverted = bool(
+            _health_check(sessions, target["health_check_id"])["HealthCheckConfig"].get("Inverted")
+        )
         if inverted != bool(prior["inverted"]):
-            return [f"health check {target['health_check_id']} Inverted={inverted}, expected {prior['inverted']}"]
+            return [
+                f"health check {target['health_check_id']} Inverted={inverted}, expected {prior['inverted']}"
+            ]
         return []
 
 
 def _health_check(sessions: SessionFactory, health_check_id: str) -> dict[str, Any]:
     with aws_call(f"GetHealthCheck {health_check_id}"):
-        return sessions.global_client("route53").get_health_check(HealthCheckId=health_check_id)["HealthCheck"]  # type: ignore[no-any-return]
+        return sessions.global_client("route53").get_health_check(HealthCheckId=health_check_id)[
+            "HealthCheck"
+        ]
 
 
 def _update_health_check(sessions: SessionFactory, health_check_id: str, *, inverted: bool) -> None:
     with aws_call(f"UpdateHealthCheck {health_check_id} Inverted={inverted}"):
-        sessions.global_client("route53").update_health_check(HealthCheckId=health_check_id, Inverted=inverted)
+        sessions.global_client("route53").update_health_check(
+            HealthCheckId=health_check_id, Inverted=inverted
+        )
 
 
 # ---------------------------------------------------------------------- ELBv2
@@ -167,25 +183,39 @@ class FailTargets(Fault):
         _modify_target_group(sessions, self.region, self.target_group_arn, DEAD_PORT)
 
     @classmethod
-    def restore(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
-        _modify_target_group(sessions, target["region"], target["target_group_arn"], str(prior["health_check_port"]))
+    def restore(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> None:
+        _modify_target_group(
+            sessions, target["region"], target["target_group_arn"], str(prior["health_check_port"])
+        )
 
     @classmethod
-    def verify(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
-        port = _target_group(sessions, target["region"], target["target_group_arn"]).get("HealthCheckPort")
+    def verify(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> list[str]:
+        port = _target_group(sessions, target["region"], target["target_group_arn"]).get(
+            "HealthCheckPort"
+        )
         if str(port) != str(prior["health_check_port"]):
-            return [f"target group {target['target_group_arn']} checks port {port}, expected {prior['health_check_port']}"]
+            return [
+                f"target group {target['target_group_arn']} checks port {port}, expected {prior['health_check_port']}"
+            ]
         return []
 
 
 def _target_group(sessions: SessionFactory, region: str, arn: str) -> dict[str, Any]:
     with aws_call(f"DescribeTargetGroups {arn}", region):
-        return sessions.client("elbv2", region).describe_target_groups(TargetGroupArns=[arn])["TargetGroups"][0]  # type: ignore[no-any-return]
+        return sessions.client("elbv2", region).describe_target_groups(TargetGroupArns=[arn])[
+            "TargetGroups"
+        ][0]
 
 
 def _modify_target_group(sessions: SessionFactory, region: str, arn: str, port: str) -> None:
     with aws_call(f"ModifyTargetGroup {arn} HealthCheckPort={port}", region):
-        sessions.client("elbv2", region).modify_target_group(TargetGroupArn=arn, HealthCheckPort=port)
+        sessions.client("elbv2", region).modify_target_group(
+            TargetGroupArn=arn, HealthCheckPort=port
+        )
 
 
 # ---------------------------------------------------------------------- EC2
@@ -215,7 +245,9 @@ class RevokeEndpointIngress(Fault):
     def capture(self, sessions: SessionFactory) -> dict[str, Any]:
         rules = _ingress(sessions, self.region, self.security_group_id)
         if not rules:
-            raise FaultError(f"security group {self.security_group_id} in {self.region} has no ingress rules to revoke")
+            raise FaultError(
+                f"security group {self.security_group_id} in {self.region} has no ingress rules to revoke"
+            )
         return {"ip_permissions": rules}
 
     def inject(self, sessions: SessionFactory, prior: Mapping[str, Any]) -> None:
@@ -225,27 +257,43 @@ class RevokeEndpointIngress(Fault):
             )
 
     @classmethod
-    def restore(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
+    def restore(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> None:
         region, group = target["region"], target["security_group_id"]
         present = _ingress(sessions, region, group)
-        missing = [rule for rule in prior["ip_permissions"] if _rule_key(rule) not in {_rule_key(r) for r in present}]
+        missing = [
+            rule
+            for rule in prior["ip_permissions"]
+            if _rule_key(rule) not in {_rule_key(r) for r in present}
+        ]
         if missing:
             with aws_call(f"AuthorizeSecurityGroupIngress {group}", region):
-                sessions.client("ec2", region).authorize_security_group_ingress(GroupId=group, IpPermissions=missing)
+                sessions.client("ec2", region).authorize_security_group_ingress(
+                    GroupId=group, IpPermissions=missing
+                )
 
     @classmethod
-    def verify(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
-        present = {_rule_key(r) for r in _ingress(sessions, target["region"], target["security_group_id"])}
+    def verify(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> list[str]:
+        present = {
+            _rule_key(r) for r in _ingress(sessions, target["region"], target["security_group_id"])
+        }
         wanted = {_rule_key(r) for r in prior["ip_permissions"]}
         if present != wanted:
-            return [f"security group {target['security_group_id']} ingress differs: missing "
-                    f"{sorted(wanted - present)}, extra {sorted(present - wanted)}"]
+            return [
+                f"security group {target['security_group_id']} ingress differs: missing "
+                f"{sorted(wanted - present)}, extra {sorted(present - wanted)}"
+            ]
         return []
 
 
 def _ingress(sessions: SessionFactory, region: str, group_id: str) -> list[dict[str, Any]]:
     with aws_call(f"DescribeSecurityGroups {group_id}", region):
-        group = sessions.client("ec2", region).describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
+        group = sessions.client("ec2", region).describe_security_groups(GroupIds=[group_id])[
+            "SecurityGroups"
+        ][0]
     rules = []
     for permission in group.get("IpPermissions", []):
         # Keep only what AuthorizeSecurityGroupIngress accepts, one CIDR per rule, so a
@@ -285,14 +333,20 @@ class BlackholePeering(Fault):
     @property
     def target(self) -> dict[str, Any]:
         return {
-            "region_a": self.region_a, "region_b": self.region_b,
-            "route_table_a": self.route_table_a, "route_table_b": self.route_table_b,
-            "cidr_a": self.cidr_a, "cidr_b": self.cidr_b,
+            "region_a": self.region_a,
+            "region_b": self.region_b,
+            "route_table_a": self.route_table_a,
+            "route_table_b": self.route_table_b,
+            "cidr_a": self.cidr_a,
+            "cidr_b": self.cidr_b,
         }
 
     def _routes(self) -> list[tuple[str, str, str]]:
         # (region, TGW route table, destination CIDR): a's route to b, and b's route to a.
-        return [(self.region_a, self.route_table_a, self.cidr_b), (self.region_b, self.route_table_b, self.cidr_a)]
+        return [
+            (self.region_a, self.route_table_a, self.cidr_b),
+            (self.region_b, self.route_table_b, self.cidr_a),
+        ]
 
     def capture(self, sessions: SessionFactory) -> dict[str, Any]:
         prior = {}
@@ -303,7 +357,9 @@ class BlackholePeering(Fault):
                     f"TGW route table {table} in {region} has no active route for {cidr} "
                     f"(found {route.get('State') if route else 'none'}); nothing to blackhole"
                 )
-            prior[f"{region}|{table}|{cidr}"] = route["TransitGatewayAttachments"][0]["TransitGatewayAttachmentId"]
+            prior[f"{region}|{table}|{cidr}"] = route["TransitGatewayAttachments"][0][
+                "TransitGatewayAttachmentId"
+            ]
         return {"attachments": prior}
 
     def inject(self, sessions: SessionFactory, prior: Mapping[str, Any]) -> None:
@@ -314,27 +370,41 @@ class BlackholePeering(Fault):
                 )
 
     @classmethod
-    def restore(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
+    def restore(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> None:
         for key, attachment in prior["attachments"].items():
             region, table, cidr = key.split("|")
             with aws_call(f"ReplaceTransitGatewayRoute {table} {cidr} -> {attachment}", region):
                 sessions.client("ec2", region).replace_transit_gateway_route(
-                    TransitGatewayRouteTableId=table, DestinationCidrBlock=cidr, TransitGatewayAttachmentId=attachment
+                    TransitGatewayRouteTableId=table,
+                    DestinationCidrBlock=cidr,
+                    TransitGatewayAttachmentId=attachment,
                 )
 
     @classmethod
-    def verify(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
+    def verify(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> list[str]:
         problems = []
         for key, attachment in prior["attachments"].items():
             region, table, cidr = key.split("|")
             route = _tgw_route(sessions, region, table, cidr)
             current = (route or {}).get("TransitGatewayAttachments") or [{}]
-            if route is None or route.get("State") != "active" or current[0].get("TransitGatewayAttachmentId") != attachment:
-                problems.append(f"TGW route {cidr} in {table} ({region}) is {route}, expected active via {attachment}")
+            if (
+                route is None
+                or route.get("State") != "active"
+                or current[0].get("TransitGatewayAttachmentId") != attachment
+            ):
+                problems.append(
+                    f"TGW route {cidr} in {table} ({region}) is {route}, expected active via {attachment}"
+                )
         return problems
 
 
-def _tgw_route(sessions: SessionFactory, region: str, table: str, cidr: str) -> dict[str, Any] | None:
+def _tgw_route(
+    sessions: SessionFactory, region: str, table: str, cidr: str
+) -> dict[str, Any] | None:
     with aws_call(f"SearchTransitGatewayRoutes {table} {cidr}", region):
         routes = sessions.client("ec2", region).search_transit_gateway_routes(
             TransitGatewayRouteTableId=table,
@@ -358,7 +428,9 @@ class StopBastion(Fault):
     def capture(self, sessions: SessionFactory) -> dict[str, Any]:
         state = _instance_state(sessions, self.region, self.instance_id)
         if state != "running":
-            raise FaultError(f"instance {self.instance_id} in {self.region} is {state}, not running")
+            raise FaultError(
+                f"instance {self.instance_id} in {self.region} is {state}, not running"
+            )
         return {"state": state}
 
     def inject(self, sessions: SessionFactory, prior: Mapping[str, Any]) -> None:
@@ -366,13 +438,22 @@ class StopBastion(Fault):
             sessions.client("ec2", self.region).stop_instances(InstanceIds=[self.instance_id])
 
     @classmethod
-    def restore(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
-        if prior["state"] == "running" and _instance_state(sessions, target["region"], target["instance_id"]) != "running":
+    def restore(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> None:
+        if (
+            prior["state"] == "running"
+            and _instance_state(sessions, target["region"], target["instance_id"]) != "running"
+        ):
             with aws_call(f"StartInstances {target['instance_id']}", target["region"]):
-                sessions.client("ec2", target["region"]).start_instances(InstanceIds=[target["instance_id"]])
+                sessions.client("ec2", target["region"]).start_instances(
+                    InstanceIds=[target["instance_id"]]
+                )
 
     @classmethod
-    def verify(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
+    def verify(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> list[str]:
         state = _instance_state(sessions, target["region"], target["instance_id"])
         if state != prior["state"] and not (prior["state"] == "running" and state == "pending"):
             return [f"instance {target['instance_id']} is {state}, expected {prior['state']}"]
@@ -381,7 +462,9 @@ class StopBastion(Fault):
 
 def _instance_state(sessions: SessionFactory, region: str, instance_id: str) -> str:
     with aws_call(f"DescribeInstances {instance_id}", region):
-        reservations = sessions.client("ec2", region).describe_instances(InstanceIds=[instance_id])["Reservations"]
+        reservations = sessions.client("ec2", region).describe_instances(InstanceIds=[instance_id])[
+            "Reservations"
+        ]
     return str(reservations[0]["Instances"][0]["State"]["Name"])
 
 
@@ -406,10 +489,14 @@ class ThrottleApi(Fault):
 
     def capture(self, sessions: SessionFactory) -> dict[str, Any]:
         with aws_call(f"GetFunctionConcurrency {self.function_name}", self.region):
-            current = sessions.client("lambda", self.region).get_function_concurrency(FunctionName=self.function_name)
+            current = sessions.client("lambda", self.region).get_function_concurrency(
+                FunctionName=self.function_name
+            )
         reserved = current.get("ReservedConcurrentExecutions")
         if reserved == 0:
-            raise FaultError(f"function {self.function_name} in {self.region} is already throttled; restore it first")
+            raise FaultError(
+                f"function {self.function_name} in {self.region} is already throttled; restore it first"
+            )
         return {"reserved_concurrency": reserved}
 
     def inject(self, sessions: SessionFactory, prior: Mapping[str, Any]) -> None:
@@ -419,7 +506,9 @@ class ThrottleApi(Fault):
             )
 
     @classmethod
-    def restore(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> None:
+    def restore(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> None:
         client = sessions.client("lambda", target["region"])
         reserved = prior["reserved_concurrency"]
         with aws_call(f"restore concurrency of {target['function_name']}", target["region"]):
@@ -431,19 +520,32 @@ class ThrottleApi(Fault):
                 )
 
     @classmethod
-    def verify(cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
+    def verify(
+        cls, sessions: SessionFactory, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> list[str]:
         with aws_call(f"GetFunctionConcurrency {target['function_name']}", target["region"]):
-            current = sessions.client("lambda", target["region"]).get_function_concurrency(
-                FunctionName=target["function_name"]
-            ).get("ReservedConcurrentExecutions")
+            current = (
+                sessions.client("lambda", target["region"])
+                .get_function_concurrency(FunctionName=target["function_name"])
+                .get("ReservedConcurrentExecutions")
+            )
         if current != prior["reserved_concurrency"]:
-            return [f"function {target['function_name']} reserved concurrency {current}, expected {prior['reserved_concurrency']}"]
+            return [
+                f"function {target['function_name']} reserved concurrency {current}, expected {prior['reserved_concurrency']}"
+            ]
         return []
 
 
 CATALOGUE: dict[str, type[Fault]] = {
     cls.KIND: cls
-    for cls in (InvertHealthCheck, FailTargets, RevokeEndpointIngress, BlackholePeering, StopBastion, ThrottleApi)
+    for cls in (
+        InvertHealthCheck,
+        FailTargets,
+        RevokeEndpointIngress,
+        BlackholePeering,
+        StopBastion,
+        ThrottleApi,
+    )
 }
 
 
@@ -467,7 +569,12 @@ def blackhole_peering(deployment: Deployment, region_a: str, region_b: str) -> B
         raise FaultError(f"blackhole_peering needs two different regions, got {region_a!r} twice")
     a, b = deployment.region(region_a), deployment.region(region_b)
     return BlackholePeering(
-        region_a, region_b, a.transit_gateway_route_table_id, b.transit_gateway_route_table_id, a.vpc_cidr, b.vpc_cidr
+        region_a,
+        region_b,
+        a.transit_gateway_route_table_id,
+        b.transit_gateway_route_table_id,
+        a.vpc_cidr,
+        b.vpc_cidr,
     )
 
 
@@ -482,7 +589,9 @@ def stop_bastion(deployment: Deployment, instance_id: str) -> StopBastion:
     raise FaultError(f"instance {instance_id} is not a bastion of this deployment")
 
 
-def restore_from_ledger(sessions: SessionFactory, kind: str, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
+def restore_from_ledger(
+    sessions: SessionFactory, kind: str, target: Mapping[str, Any], prior: Mapping[str, Any]
+) -> list[str]:
     """Restore one ledger entry and return what still differs afterwards (empty = clean)."""
     fault = CATALOGUE.get(kind)
     if fault is None:

@@ -1,15 +1,15 @@
 """pytest fixtures for fault injection (loaded by harness.plugin).
 
-  fault_ledger   the run's fault ledger (<report-dir>/fault-ledger.jsonl); at session start every
-                 outstanding entry of this target is restored first, and scenarios refuse to
-                 start if that fails
-  chaos          a FaultManager bound to the deployment; every fault still active when a test
-                 ends is restored by its finalizer (and at session end, and on Ctrl-C/SIGTERM)
+fault_ledger   the run's fault ledger (<report-dir>/fault-ledger.jsonl); at session start every
+               outstanding entry of this target is restored first, and scenarios refuse to
+               start if that fails
+chaos          a FaultManager bound to the deployment; every fault still active when a test
+               ends is restored by its finalizer (and at session end, and on Ctrl-C/SIGTERM)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from harness.targets import Target
 
 
-def lab_is_alive(environment: dict[str, Any]) -> bool:
+def lab_is_alive(environment: Mapping[str, Any]) -> bool:
     """True if the lab an old ledger entry was written against still answers."""
     endpoint = environment.get("endpoint")
     if not endpoint:
@@ -38,7 +38,9 @@ def lab_is_alive(environment: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="session")
-def fault_ledger(harness_config: HarnessConfig, target: Target, pytestconfig: pytest.Config) -> Ledger:
+def fault_ledger(
+    harness_config: HarnessConfig, target: Target, pytestconfig: pytest.Config
+) -> Ledger:
     """The fault ledger, with leftovers from interrupted runs restored before anything runs."""
     from harness.plugin import progress_writer
 
@@ -46,8 +48,12 @@ def fault_ledger(harness_config: HarnessConfig, target: Target, pytestconfig: py
     ledger = Ledger.in_dir(harness_config.report_dir)
     if not ledger.outstanding():
         return ledger
-    environment = environment_of(target.sessions, target.name, target.lab_info.endpoint if target.is_lab else None)
-    say(f"fault ledger has outstanding faults from an earlier run: {describe_entries(ledger.outstanding())}")
+    environment = environment_of(
+        target.sessions, target.name, target.lab_info.endpoint if target.is_lab else None
+    )
+    say(
+        f"fault ledger has outstanding faults from an earlier run: {describe_entries(ledger.outstanding())}"
+    )
     recovery = recover(ledger, target.sessions, environment, is_alive=lab_is_alive, say=say)
     for entry, note in recovery.abandoned:
         say(f"abandoned {entry.describe()}: {note}")
@@ -76,7 +82,9 @@ def chaos_session(
     """The session's FaultManager; restores everything still injected at session end."""
     from harness.plugin import progress_writer
 
-    environment = environment_of(target.sessions, target.name, target.lab_info.endpoint if target.is_lab else None)
+    environment = environment_of(
+        target.sessions, target.name, target.lab_info.endpoint if target.is_lab else None
+    )
     manager = FaultManager(
         sessions=target.sessions,
         deployment=deployment,

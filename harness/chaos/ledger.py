@@ -139,9 +139,13 @@ class Ledger:
                 order.append(fault_id)
             elif fault_id in folded:
                 folded[fault_id]["state"] = state
-                folded[fault_id]["history"].append((state, record.get("at", 0.0), record.get("note", "")))
+                folded[fault_id]["history"].append(
+                    (state, record.get("at", 0.0), record.get("note", ""))
+                )
             else:
-                raise FaultError(f"fault ledger {self.path} line {number} refers to unknown fault {fault_id}")
+                raise FaultError(
+                    f"fault ledger {self.path} line {number} refers to unknown fault {fault_id}"
+                )
         return [
             Entry(
                 id=fault_id,
@@ -151,7 +155,7 @@ class Ledger:
                 state=folded[fault_id]["state"],
                 run_id=folded[fault_id].get("run_id", ""),
                 environment=folded[fault_id].get("environment", {}),
-                history=tuple(tuple(h) for h in folded[fault_id]["history"]),  # type: ignore[misc]
+                history=tuple(tuple(h) for h in folded[fault_id]["history"]),
             )
             for fault_id in order
         ]

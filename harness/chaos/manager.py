@@ -57,7 +57,9 @@ class ActiveFault:
             self.restore()
 
 
-def environment_of(sessions: SessionFactory, target_name: str, lab_endpoint: str | None) -> dict[str, Any]:
+def environment_of(
+    sessions: SessionFactory, target_name: str, lab_endpoint: str | None
+) -> dict[str, Any]:
     """Where faults are injected, so a later session knows whether an entry is its own."""
     if target_name == "lab":
         return {"target": "lab", "endpoint": lab_endpoint}
@@ -148,8 +150,11 @@ class FaultManager:
             except BaseException as exc:
                 # A half-made change is still a change: put back what we can, then report.
                 problems = self._restore_quietly(fault.KIND, fault.target, prior)
-                self.ledger.mark(fault_id, "restored" if not problems else "restore_failed",
-                                 f"injection failed: {exc}")
+                self.ledger.mark(
+                    fault_id,
+                    "restored" if not problems else "restore_failed",
+                    f"injection failed: {exc}",
+                )
                 if isinstance(exc, HarnessError):
                     raise FaultError(f"injecting {fault.describe()} failed: {exc}") from exc
                 raise
@@ -173,7 +178,9 @@ class FaultManager:
             problems = self._restore_quietly(active.fault.KIND, active.fault.target, active.prior)
             if problems:
                 self.ledger.mark(active.id, "restore_failed", "; ".join(problems))
-                raise FaultError(f"restoring {active.fault.describe()} failed: {'; '.join(problems)}")
+                raise FaultError(
+                    f"restoring {active.fault.describe()} failed: {'; '.join(problems)}"
+                )
             active.restored_at = self.clock.now()
             self.ledger.mark(active.id, "restored")
             if active in self.active:
@@ -191,7 +198,9 @@ class FaultManager:
                 log.error("%s", exc)
         return failures
 
-    def _restore_quietly(self, kind: str, target: Mapping[str, Any], prior: Mapping[str, Any]) -> list[str]:
+    def _restore_quietly(
+        self, kind: str, target: Mapping[str, Any], prior: Mapping[str, Any]
+    ) -> list[str]:
         try:
             return restore_from_ledger(self.sessions, kind, target, prior)
         except (HarnessError, CloudError) as exc:
@@ -202,7 +211,9 @@ class FaultManager:
     def start_watchdog(self, *, limit: float | None = None, every: float = 5.0) -> None:
         """Abort and restore if every region is unhealthy for longer than ``limit`` (modelled s)."""
         if self._watchdog is None:
-            self._watchdog = Watchdog(self, limit=limit if limit is not None else self.config.rto, every=every)
+            self._watchdog = Watchdog(
+                self, limit=limit if limit is not None else self.config.rto, every=every
+            )
             self._watchdog.start()
 
     def stop_watchdog(self) -> None:
@@ -242,7 +253,10 @@ class Watchdog:
         clock = self.manager.clock
         while not self._stop.wait(clock.wall_duration(self.every)):
             try:
-                healthy = [region_healthy(self.manager.sessions, r.health_check_id) for r in self.manager.deployment.regions]
+                healthy = [
+                    region_healthy(self.manager.sessions, r.health_check_id)
+                    for r in self.manager.deployment.regions
+                ]
             except HarnessError as exc:
                 log.warning("watchdog could not read health-check status: %s", exc)
                 continue
@@ -263,12 +277,14 @@ class Watchdog:
 def region_healthy(sessions: SessionFactory, health_check_id: str) -> bool:
     """Route 53's verdict on a health check: most checkers report success."""
     with aws_call(f"GetHealthCheckStatus {health_check_id}"):
-        observations = sessions.global_client("route53").get_health_check_status(HealthCheckId=health_check_id)[
-            "HealthCheckObservations"
-        ]
+        observations = sessions.global_client("route53").get_health_check_status(
+            HealthCheckId=health_check_id
+        )["HealthCheckObservations"]
     if not observations:
         return True
-    good = sum(1 for o in observations if o.get("StatusReport", {}).get("Status", "").startswith("Success"))
+    good = sum(
+        1 for o in observations if o.get("StatusReport", {}).get("Status", "").startswith("Success")
+    )
     return good * 2 > len(observations)
 
 
@@ -305,8 +321,14 @@ def recover(
     foreign: list[Entry] = []
     for entry in ledger.outstanding():
         if dict(entry.environment) != dict(environment):
-            if entry.environment.get("target") == "lab" and is_alive is not None and not is_alive(entry.environment):
-                note = f"the lab at {entry.environment.get('endpoint')} is gone, and its state with it"
+            if (
+                entry.environment.get("target") == "lab"
+                and is_alive is not None
+                and not is_alive(entry.environment)
+            ):
+                note = (
+                    f"the lab at {entry.environment.get('endpoint')} is gone, and its state with it"
+                )
                 ledger.mark(entry.id, "abandoned", note)
                 abandoned.append((entry, note))
             else:

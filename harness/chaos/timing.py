@@ -19,6 +19,7 @@ the maximum over bastions is the measured RTO.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
@@ -54,7 +55,7 @@ class ProbePlan:
 
 def build_probe_script(plan: ProbePlan) -> str:
     """Return the bash probe loop for ``plan`` (runs unchanged on AWS bastions and in the lab)."""
-    us = lambda seconds: int(round(seconds * 1_000_000))  # noqa: E731
+    us = lambda seconds: round(seconds * 1_000_000)  # noqa: E731
     addresses = " " + " ".join(sorted(plan.expected_addresses)) + " "
     regions = " " + " ".join(sorted(plan.expected_regions)) + " "
     dig = f"dig +short +time={plan.dig_timeout} +tries=1 {shlex.quote(plan.domain)} A"
@@ -166,11 +167,15 @@ def parse_probe_output(text: str, *, bastion: str, region: str, clock: Clock) ->
             elif tag == "X":
                 raise ProbeOutputError(f"probe loop on {bastion} refused to run: {rest}")
             else:
-                raise ProbeOutputError(f"unexpected probe output line {number} on {bastion}: {line!r}")
+                raise ProbeOutputError(
+                    f"unexpected probe output line {number} on {bastion}: {line!r}"
+                )
         except (ValueError, IndexError) as exc:
             if isinstance(exc, ProbeOutputError):
                 raise
-            raise ProbeOutputError(f"malformed probe output line {number} on {bastion}: {line!r}") from exc
+            raise ProbeOutputError(
+                f"malformed probe output line {number} on {bastion}: {line!r}"
+            ) from exc
     if started is None or not raw:
         raise ProbeOutputError(f"probe loop on {bastion} produced no samples: {text[:200]!r}")
     complete = ended is not None
@@ -181,7 +186,16 @@ def parse_probe_output(text: str, *, bastion: str, region: str, clock: Clock) ->
         end = lasts[index] if index < len(lasts) else start
         addresses, api_region, code, curl_exit = _split_key(key)
         segments.append(
-            Segment(start, end, first, max(next_first - first, 1), addresses, api_region, code, curl_exit)
+            Segment(
+                start,
+                end,
+                first,
+                max(next_first - first, 1),
+                addresses,
+                api_region,
+                code,
+                curl_exit,
+            )
         )
     return Timeline(
         bastion=bastion,
@@ -221,7 +235,9 @@ class BastionMeasurement:
     region: str
     converged: bool
     dns_flip: float | None  # first sample after which DNS answers are stably expected
-    api_recovery: float | None  # first sample after which requests stably succeed from expected regions
+    api_recovery: (
+        float | None
+    )  # first sample after which requests stably succeed from expected regions
     first_failure: float | None
     last_failure: float | None
     failed_samples: int
@@ -250,7 +266,11 @@ def analyse(
     api_recovery = _stable_from(after, api_ok, event_time)
     failures = [s for s in after if not s.ok]
     answering = [_answer_region(s, region_of_address) for s in after]
-    flaps = sum(1 for previous, current in zip(answering, answering[1:], strict=False) if previous != current)
+    flaps = sum(
+        1
+        for previous, current in itertools.pairwise(answering)
+        if previous != current
+    )
     converged = dns_flip is not None and api_recovery is not None
     return BastionMeasurement(
         bastion=timeline.bastion,
@@ -319,4 +339,6 @@ class PhaseResult:
 
 def region_map(nodes_by_region: Mapping[str, Iterable[str]]) -> dict[str, str]:
     """Invert {region: NLB node addresses} into {address: region}."""
-    return {address: region for region, addresses in nodes_by_region.items() for address in addresses}
+    return {
+        address: region for region, addresses in nodes_by_region.items() for address in addresses
+    }

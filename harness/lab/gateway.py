@@ -17,10 +17,10 @@ import logging
 import re
 import threading
 import uuid
-from http import HTTPStatus
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import secrets
 import shutil
 import string
@@ -137,9 +138,17 @@ class Lab:
         host: str = "127.0.0.1",
         port: int = 0,
         components: Sequence[str] | None = None,
+        health_propagation: float = 10.0,
     ) -> None:
         if not regions:
             raise LabError("the lab needs at least one region")
+        if not (math.isfinite(health_propagation) and health_propagation >= 0):
+            raise LabError(
+                "health_propagation must be a finite number of lab seconds >= 0, "
+                f"got {health_propagation!r}"
+            )
+        # Lab seconds Route 53 takes to act on a health-check change (harness.lab.health).
+        self.health_propagation = float(health_propagation)
         self.regions = tuple(regions)
         self.speed = speed
         # Which data-plane components to run; tests of the control plane alone pass ().
@@ -314,7 +323,7 @@ class Lab:
         if self._server is None:
             raise LabError("the lab is not running")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def info(self) -> LabInfo:

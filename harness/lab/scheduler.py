@@ -74,7 +74,12 @@ class Scheduler:
         return self.call_at(self.clock.now() + delay, callback, name=name)
 
     def call_every(
-        self, period: float, callback: Callable[[], None], *, first: float | None = None, name: str = ""
+        self,
+        period: float,
+        callback: Callable[[], None],
+        *,
+        first: float | None = None,
+        name: str = "",
     ) -> Handle:
         """Run ``callback`` every ``period`` lab seconds, first at ``first`` (default: now)."""
         if period <= 0:
@@ -115,4 +120,3 @@ class Scheduler:
                 timer.callback()
             except Exception:
                 log.exception("lab timer %s failed", timer.name or timer.callback)
-

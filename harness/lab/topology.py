@@ -83,13 +83,20 @@ class Rule:
     cidrs: tuple[IPv4Network, ...]
     group_ids: tuple[str, ...]
 
-    def admits(self, protocol: str, port: int, peer: IPv4Address, peer_groups: frozenset[str]) -> bool:
+    def admits(
+        self, protocol: str, port: int, peer: IPv4Address, peer_groups: frozenset[str]
+    ) -> bool:
         if self.protocol not in ("-1", "all", protocol):
             return False
-        if self.protocol not in ("-1", "all") and self.from_port is not None and self.to_port is not None:
-            if self.from_port != -1 and not self.from_port <= port <= self.to_port:
-                return False
-        return any(peer in cidr for cidr in self.cidrs) or bool(peer_groups.intersection(self.group_ids))
+        if (
+            self.protocol not in ("-1", "all")
+            and self.from_port is not None
+            and self.to_port is not None
+        ) and self.from_port != -1 and not self.from_port <= port <= self.to_port:
+            return False
+        return any(peer in cidr for cidr in self.cidrs) or bool(
+            peer_groups.intersection(self.group_ids)
+        )
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,9 @@ class TargetGroup:
     healthy_threshold: int
     unhealthy_threshold: int
     targets: tuple[Target, ...]
+    # Target-group attributes as DescribeTargetGroupAttributes shows them (string values),
+    # e.g. preserve_client_ip.enabled, load_balancing.cross_zone.enabled.
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -218,6 +228,8 @@ class LoadBalancer:
     state: str
     nodes: Mapping[str, str]  # subnet id -> VPC address of the node (network load balancers)
     listeners: tuple[Listener, ...]
+    # Load-balancer attributes (string values), e.g. load_balancing.cross_zone.enabled.
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def full_name(self) -> str:
@@ -271,6 +283,8 @@ class HealthCheck:
     alarm_name: str | None
     alarm_region: str | None
     insufficient_data_health_status: str | None
+    children: tuple[str, ...] = ()  # CALCULATED: child health-check ids
+    health_threshold: int | None = None  # CALCULATED: healthy children needed
 
 
 @dataclass(frozen=True)
@@ -285,7 +299,9 @@ class Topology:
     security_groups: Mapping[str, SecurityGroup] = field(default_factory=dict)
     interfaces: Mapping[str, Interface] = field(default_factory=dict)  # by VPC address
     instances: Mapping[str, Instance] = field(default_factory=dict)
-    tgw_attachments: Mapping[tuple[str, str], TgwAttachment] = field(default_factory=dict)  # (region, id)
+    tgw_attachments: Mapping[tuple[str, str], TgwAttachment] = field(
+        default_factory=dict
+    )  # (region, id)
     tgw_route_tables: Mapping[str, TgwRouteTable] = field(default_factory=dict)
     load_balancers: Mapping[str, LoadBalancer] = field(default_factory=dict)
     target_groups: Mapping[str, TargetGroup] = field(default_factory=dict)
@@ -354,8 +370,19 @@ def build(account_id: str, version: int) -> Topology:
     tgs: dict[str, TargetGroup] = {}
     endpoints: dict[str, VpcEndpoint] = {}
     for region, ec2 in _backends(ec2_backends, account_id):
-        _read_ec2(region, ec2, vpcs, subnets, route_tables, groups, interfaces, instances,
-                  attachments, tgw_tables, endpoints)
+        _read_ec2(
+            region,
+            ec2,
+            vpcs,
+            subnets,
+            route_tables,
+            groups,
+            interfaces,
+            instances,
+            attachments,
+            tgw_tables,
+            endpoints,
+        )
     for region, elbv2 in _backends(elbv2_backends, account_id):
         _read_elbv2(region, elbv2, lbs, tgs)
     zones, health_checks = _read_route53(account_id)
@@ -420,7 +447,9 @@ def _read_ec2(
             explicit[subnet_id] = table.id
         routes = []
         for route in list(table._routes.values()):
-            destination = _net(route.destination_cidr_block) if route.destination_cidr_block else None
+            destination = (
+                _net(route.destination_cidr_block) if route.destination_cidr_block else None
+            )
             if destination is None:
                 continue  # prefix-list routes (gateway endpoints) carry no IPv4 CIDR traffic here
             if route.local:
@@ -430,7 +459,9 @@ def _read_ec2(
                 state = "active" if tgw_id in ec2.transit_gateways else "blackhole"
                 routes.append(Route(destination, "tgw", str(tgw_id), state))
             else:
-                routes.append(Route(destination, "other", str(route.gateway or route.interface or "")))
+                routes.append(
+                    Route(destination, "other", str(route.gateway or route.interface or ""))
+                )
         route_tables[table.id] = RouteTable(table.id, table.vpc_id, region, tuple(routes))
 
     for subnet in ec2.describe_subnets():
@@ -438,15 +469,22 @@ def _read_ec2(
             continue
         table_id = explicit.get(subnet.id) or main_tables.get(subnet.vpc_id, "")
         subnets[subnet.id] = Subnet(
-            subnet.id, subnet.vpc_id, region, IPv4Network(subnet.cidr_block),
-            subnet.availability_zone, table_id,
+            subnet.id,
+            subnet.vpc_id,
+            region,
+            IPv4Network(subnet.cidr_block),
+            subnet.availability_zone,
+            table_id,
         )
 
     for group in ec2.describe_security_groups():
         if group.vpc_id not in vpcs:
             continue
         groups[group.id] = SecurityGroup(
-            group.id, group.vpc_id, tuple(_rules(group.ingress_rules)), tuple(_rules(group.egress_rules))
+            group.id,
+            group.vpc_id,
+            tuple(_rules(group.ingress_rules)),
+            tuple(_rules(group.egress_rules)),
         )
 
     for eni in list(ec2.enis.values()):
@@ -505,30 +543,48 @@ def _read_ec2(
             else:
                 local, peer = accepter, requester
             attachments[(region, attachment.id)] = TgwAttachment(
-                id=attachment.id, region=region, tgw_id=local["TransitGatewayId"], kind="peering",
-                state=attachment.state, vpc_id=None, peer_region=peer["Region"],
-                peer_tgw_id=peer["TransitGatewayId"], route_table_id=associations.get(attachment.id),
+                id=attachment.id,
+                region=region,
+                tgw_id=local["TransitGatewayId"],
+                kind="peering",
+                state=attachment.state,
+                vpc_id=None,
+                peer_region=peer["Region"],
+                peer_tgw_id=peer["TransitGatewayId"],
+                route_table_id=associations.get(attachment.id),
             )
         elif attachment.resource_type == "vpc":
             attachments[(region, attachment.id)] = TgwAttachment(
-                id=attachment.id, region=region, tgw_id=attachment.transit_gateway_id, kind="vpc",
-                state=attachment.state, vpc_id=attachment.vpc_id, peer_region=None, peer_tgw_id=None,
+                id=attachment.id,
+                region=region,
+                tgw_id=attachment.transit_gateway_id,
+                kind="vpc",
+                state=attachment.state,
+                vpc_id=attachment.vpc_id,
+                peer_region=None,
+                peer_tgw_id=None,
                 route_table_id=associations.get(attachment.id),
             )
 
     for table in list(ec2.transit_gateways_route_tables.values()):
         if table.state == "deleted":
             continue
-        routes = []
+        tgw_routes: list[TgwRoute] = []
         for cidr, route in list(table.routes.items()):
             destination = _net(cidr)
             if destination is None or route.get("state") == "deleted":
                 continue
             attached = route.get("transitGatewayAttachments") or {}
-            routes.append(
-                TgwRoute(destination, attached.get("transitGatewayAttachmentId"), route.get("state", "active"))
+            tgw_routes.append(
+                TgwRoute(
+                    destination,
+                    attached.get("transitGatewayAttachmentId"),
+                    route.get("state", "active"),
+                )
             )
-        tgw_tables[table.id] = TgwRouteTable(table.id, table.transit_gateway_id, region, tuple(routes))
+        tgw_tables[table.id] = TgwRouteTable(
+            table.id, table.transit_gateway_id, region, tuple(tgw_routes)
+        )
 
     for endpoint in list(ec2.vpc_end_points.values()):
         if endpoint.state == "deleted" or endpoint.vpc_id not in vpcs:
@@ -539,9 +595,14 @@ def _read_ec2(
             if eni is not None and eni.private_ip_address:
                 addresses[eni.subnet.id] = eni.private_ip_address
         endpoints[endpoint.id] = VpcEndpoint(
-            id=endpoint.id, region=region, vpc_id=endpoint.vpc_id, service_name=endpoint.service_name,
-            type=(endpoint.vpc_endpoint_type or "Gateway"), private_dns_enabled=bool(endpoint.private_dns_enabled),
-            addresses=addresses, security_group_ids=tuple(endpoint.security_group_ids),
+            id=endpoint.id,
+            region=region,
+            vpc_id=endpoint.vpc_id,
+            service_name=endpoint.service_name,
+            type=(endpoint.vpc_endpoint_type or "Gateway"),
+            private_dns_enabled=bool(endpoint.private_dns_enabled),
+            addresses=addresses,
+            security_group_ids=tuple(endpoint.security_group_ids),
         )
 
 
@@ -562,12 +623,18 @@ def _rules(rules: Any) -> list[Rule]:
     return out
 
 
-def _read_elbv2(region: str, elbv2: Any, lbs: dict[str, LoadBalancer], tgs: dict[str, TargetGroup]) -> None:
+def _read_elbv2(
+    region: str, elbv2: Any, lbs: dict[str, LoadBalancer], tgs: dict[str, TargetGroup]
+) -> None:
     for group in list(elbv2.target_groups.values()):
         port = int(group.port) if group.port else 0
         tgs[group.arn] = TargetGroup(
-            arn=group.arn, region=region, vpc_id=group.vpc_id, protocol=group.protocol or "",
-            port=port, health_check_protocol=(group.health_check_protocol or "TCP").upper(),
+            arn=group.arn,
+            region=region,
+            vpc_id=group.vpc_id,
+            protocol=group.protocol or "",
+            port=port,
+            health_check_protocol=(group.health_check_protocol or "TCP").upper(),
             health_check_port=str(group.health_check_port or "traffic-port"),
             health_check_path=group.health_check_path,
             interval=int(group.health_check_interval_seconds or 30),
@@ -578,6 +645,10 @@ def _read_elbv2(region: str, elbv2: Any, lbs: dict[str, LoadBalancer], tgs: dict
                 Target(str(t["Id"]), int(t.get("Port") or port), t.get("AvailabilityZone"))
                 for t in group.targets.values()
             ),
+            attributes={
+                str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in (getattr(group, "attributes", None) or {}).items()
+            },
         )
     for lb in list(elbv2.load_balancers.values()):
         listeners = []
@@ -591,16 +662,27 @@ def _read_elbv2(region: str, elbv2: Any, lbs: dict[str, LoadBalancer], tgs: dict
                     target_groups.append(forward["TargetGroupArn"])
             listeners.append(
                 Listener(
-                    arn=listener.arn, protocol=listener.protocol, port=int(listener.port),
+                    arn=listener.arn,
+                    protocol=listener.protocol,
+                    port=int(listener.port),
                     certificate_arn=getattr(listener, "certificate", None),
                     ssl_policy=getattr(listener, "ssl_policy", None),
                     target_group_arns=tuple(dict.fromkeys(target_groups)),
                 )
             )
         lbs[lb.arn] = LoadBalancer(
-            arn=lb.arn, name=lb.name, region=region, type=lb.type, scheme=lb.scheme, vpc_id=lb.vpc_id,
-            dns_name=lb.dns_name, canonical_hosted_zone_id=lb.canonical_hosted_zone_id, state=lb.state,
-            nodes=dict(getattr(lb, "lab_addresses", {})), listeners=tuple(listeners),
+            arn=lb.arn,
+            name=lb.name,
+            region=region,
+            type=lb.type,
+            scheme=lb.scheme,
+            vpc_id=lb.vpc_id,
+            dns_name=lb.dns_name,
+            canonical_hosted_zone_id=lb.canonical_hosted_zone_id,
+            state=lb.state,
+            nodes=dict(getattr(lb, "lab_addresses", {})),
+            listeners=tuple(listeners),
+            attributes={str(k): str(v) for k, v in (getattr(lb, "attrs", None) or {}).items()},
         )
 
 
@@ -614,15 +696,28 @@ def _read_route53(account_id: str) -> tuple[dict[str, HostedZone], dict[str, Hea
         zone_id = str(zone.id).replace("/hostedzone/", "")
         records = tuple(_record(r) for r in list(zone.rrsets))
         zones[zone_id] = HostedZone(
-            id=zone_id, name=zone.name.lower().rstrip("."), private=bool(zone.private_zone),
-            vpcs=tuple((v["vpc_id"], v["vpc_region"]) for v in zone.vpcs), records=records,
+            id=zone_id,
+            name=zone.name.lower().rstrip("."),
+            private=bool(zone.private_zone),
+            vpcs=tuple((v["vpc_id"], v["vpc_region"]) for v in zone.vpcs),
+            records=records,
         )
     for check in list(backend.health_checks.values()):
         alarm = getattr(check, "lab_alarm_identifier", None) or {}
         checks[check.id] = HealthCheck(
-            id=check.id, type=check.type_, inverted=bool(check.inverted), disabled=bool(check.disabled),
-            alarm_name=alarm.get("Name"), alarm_region=alarm.get("Region"),
-            insufficient_data_health_status=getattr(check, "lab_insufficient_data_health_status", None),
+            id=check.id,
+            type=str(check.type_),
+            inverted=bool(check.inverted),
+            disabled=bool(check.disabled),
+            alarm_name=alarm.get("Name"),
+            alarm_region=alarm.get("Region"),
+            children=tuple(check.children or ()),
+            health_threshold=int(check.health_threshold)
+            if check.health_threshold is not None
+            else None,
+            insufficient_data_health_status=getattr(
+                check, "lab_insufficient_data_health_status", None
+            ),
         )
     return zones, checks
 
@@ -644,7 +739,9 @@ def _record(record: Any) -> RecordSet:
         multi_value=str(record.multi_value_answer).lower() == "true",
         health_check_id=record.health_check_id or None,
         alias_dns_name=alias.get("DNSName", "").lower().rstrip(".") or None if alias else None,
-        alias_evaluate_target_health=str(alias.get("EvaluateTargetHealth", "false")).lower() == "true"
-        if alias else False,
+        alias_evaluate_target_health=str(alias.get("EvaluateTargetHealth", "false")).lower()
+        == "true"
+        if alias
+        else False,
         geo_location=record.geo_location,
     )

@@ -76,82 +76,133 @@ def test_probe_loop_records_state_changes_and_stops_once_settled(tmp_path: Path)
     script = tmp_path / "probe.sh"
     script.write_text(build_probe_script(plan()))
     env = fake_tools(tmp_path, flip_after=10)
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=30, check=True)
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env=env, timeout=30, check=True
+    )
     clock = Clock(origin=0.0, speed=1.0)
     timeline = parse_probe_output(result.stdout, bastion="i-1", region="us-east-1", clock=clock)
     assert timeline.complete
     states = [(s.addresses, s.api_region, s.http_code, s.curl_exit) for s in timeline.segments]
-    assert states == [(EAST, "us-east-1", "200", 0), (WEST, "", "000", 28), (WEST, "us-west-2", "200", 0)]
+    assert states == [
+        (EAST, "us-east-1", "200", 0),
+        (WEST, "", "000", 28),
+        (WEST, "us-west-2", "200", 0),
+    ]
     assert [s.samples for s in timeline.segments[:2]] == [10, 2]
     assert len(result.stdout) < 400, "only changes are printed"
     # It stopped by itself once us-west-2 had been stable for the settle time.
     assert timeline.ended - timeline.started < 2.0
     event = timeline.segments[0].start
     measured = analyse(
-        timeline, event_time=event, expectation=Expectation(frozenset({"us-west-2"}), frozenset(WEST)),
+        timeline,
+        event_time=event,
+        expectation=Expectation(frozenset({"us-west-2"}), frozenset(WEST)),
         region_of_address=REGIONS,
     )
-    assert measured.converged and measured.failed_samples == 2
+    assert measured.converged
+    assert measured.failed_samples == 2
     assert measured.dns_flip == pytest.approx(timeline.segments[1].start - event)
     assert measured.api_recovery == pytest.approx(timeline.segments[2].start - event)
     assert measured.recovery == measured.api_recovery
-    assert measured.flaps == 1 and measured.regions_seen == ("us-east-1", "us-west-2")
+    assert measured.flaps == 1
+    assert measured.regions_seen == ("us-east-1", "us-west-2")
 
 
 def test_probe_loop_output_stays_small_for_long_windows(tmp_path: Path) -> None:
     script = tmp_path / "probe.sh"
     # Never reaches the expected state: runs the whole window, printing one state.
-    script.write_text(build_probe_script(plan(max_window=1.0, expected_regions=frozenset({"eu-west-1"}))))
+    script.write_text(
+        build_probe_script(plan(max_window=1.0, expected_regions=frozenset({"eu-west-1"})))
+    )
     env = fake_tools(tmp_path, flip_after=10_000)
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=30, check=True)
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env=env, timeout=30, check=True
+    )
     timeline = parse_probe_output(result.stdout, bastion="i-1", region="us-east-1", clock=Clock())
-    assert timeline.samples > 20 and len(timeline.segments) == 1
+    assert timeline.samples > 20
+    assert len(timeline.segments) == 1
     assert len(result.stdout) < 200
 
 
-def seg(start: float, end: float, region: str, code: str = "200", rc: int = 0, first: int = 1, n: int = 1) -> Segment:
+def seg(
+    start: float,
+    end: float,
+    region: str,
+    code: str = "200",
+    rc: int = 0,
+    first: int = 1,
+    n: int = 1,
+) -> Segment:
     addresses = EAST if region == "us-east-1" else WEST if region == "us-west-2" else ()
     return Segment(start, end, first, n, addresses, region if code == "200" else "", code, rc)
 
 
 def test_flapping_is_counted_and_delays_the_flip() -> None:
     timeline = Timeline(
-        "i-1", "us-east-1", 0.0, 50.0, 50,
-        (seg(0, 9, "us-east-1"), seg(10, 14, "us-west-2"), seg(15, 19, "us-east-1"), seg(20, 50, "us-west-2")),
+        "i-1",
+        "us-east-1",
+        0.0,
+        50.0,
+        50,
+        (
+            seg(0, 9, "us-east-1"),
+            seg(10, 14, "us-west-2"),
+            seg(15, 19, "us-east-1"),
+            seg(20, 50, "us-west-2"),
+        ),
         True,
     )
     measured = analyse(
-        timeline, event_time=5.0, expectation=Expectation(frozenset({"us-west-2"}), frozenset(WEST)),
+        timeline,
+        event_time=5.0,
+        expectation=Expectation(frozenset({"us-west-2"}), frozenset(WEST)),
         region_of_address=REGIONS,
     )
     assert measured.flaps == 3
-    assert measured.dns_flip == 15.0 and measured.api_recovery == 15.0
+    assert measured.dns_flip == 15.0
+    assert measured.api_recovery == 15.0
 
 
 def test_never_converging_has_no_rto() -> None:
     timeline = Timeline("i-1", "us-east-1", 0.0, 50.0, 50, (seg(0, 50, "us-east-1"),), True)
     measured = analyse(
-        timeline, event_time=5.0, expectation=Expectation(frozenset({"us-west-2"}), frozenset(WEST)),
+        timeline,
+        event_time=5.0,
+        expectation=Expectation(frozenset({"us-west-2"}), frozenset(WEST)),
         region_of_address=REGIONS,
     )
-    assert not measured.converged and measured.recovery is None
-    phase = PhaseResult("failover", "invert_health_check", "us-east-1", 5.0, (measured,), objective=300)
-    assert phase.rto is None and not phase.within_objective
+    assert not measured.converged
+    assert measured.recovery is None
+    phase = PhaseResult(
+        "failover", "invert_health_check", "us-east-1", 5.0, (measured,), objective=300
+    )
+    assert phase.rto is None
+    assert not phase.within_objective
 
 
 def test_phase_rto_is_the_slowest_bastion() -> None:
     fast = Timeline("i-1", "us-west-2", 0, 30, 30, (seg(0, 30, "us-west-2"),), True)
-    slow = Timeline("i-2", "us-east-1", 0, 30, 30, (seg(0, 19, "us-east-1"), seg(20, 30, "us-west-2")), True)
+    slow = Timeline(
+        "i-2", "us-east-1", 0, 30, 30, (seg(0, 19, "us-east-1"), seg(20, 30, "us-west-2")), True
+    )
     expectation = Expectation(frozenset({"us-west-2"}), frozenset(WEST))
-    measurements = tuple(analyse(t, event_time=2.0, expectation=expectation, region_of_address=REGIONS) for t in (fast, slow))
-    phase = PhaseResult("failover", "invert_health_check", "us-east-1", 2.0, measurements, objective=15.0)
-    assert phase.rto == 18.0 and not phase.within_objective
+    measurements = tuple(
+        analyse(t, event_time=2.0, expectation=expectation, region_of_address=REGIONS)
+        for t in (fast, slow)
+    )
+    phase = PhaseResult(
+        "failover", "invert_health_check", "us-east-1", 2.0, measurements, objective=15.0
+    )
+    assert phase.rto == 18.0
+    assert not phase.within_objective
     assert measurements[0].recovery == 0.0
 
 
 def test_timestamps_go_through_the_clock() -> None:
     output = "B 100.0\nS 100.0 1 10.2.1.9|us-west-2|200|0\nL 101.0\nE 101.5 3\n"
-    timeline = parse_probe_output(output, bastion="i", region="us-west-2", clock=Clock(origin=100.0, speed=20.0))
+    timeline = parse_probe_output(
+        output, bastion="i", region="us-west-2", clock=Clock(origin=100.0, speed=20.0)
+    )
     assert timeline.segments[0].end == pytest.approx(120.0)
     assert timeline.ended == pytest.approx(130.0)
 

@@ -27,7 +27,7 @@ def _route_table(instance: Any, props: Mapping[str, Any], account: str, region: 
 def _route(instance: Any, props: Mapping[str, Any], account: str, region: str) -> None:
     ec2 = ec2_backends[account][region]
     if props["RouteTableId"] in ec2.route_tables:
-        ec2.delete_route(props["RouteTableId"], props.get("DestinationCidrBlock"))
+        ec2.delete_route(props["RouteTableId"], str(props.get("DestinationCidrBlock")))
 
 
 def _security_group_ingress(
@@ -41,10 +41,10 @@ def _security_group_ingress(
     cidr = props.get("CidrIp")
     source = props.get("SourceSecurityGroupId")
     ec2.revoke_security_group_ingress(
-        group_name_or_id=group_id,
+        group_name_or_id=str(group_id),
         ip_protocol=str(props.get("IpProtocol")),
-        from_port=props.get("FromPort"),
-        to_port=props.get("ToPort"),
+        from_port=str(props.get("FromPort")),
+        to_port=str(props.get("ToPort")),
         ip_ranges=[{"CidrIp": cidr}] if cidr else [],
         source_groups=[{"GroupId": source}] if source else [],
         prefix_list_ids=[],

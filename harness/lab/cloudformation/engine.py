@@ -79,13 +79,13 @@ class Stack(MotoStack):
         self.operation_lock = threading.Lock()
 
     @property
-    def stack_resources(self) -> Iterable[Any]:  # type: ignore[override]
+    def stack_resources(self) -> Iterable[Any]:
         # moto's ResourceMap creates a resource when it is looked up: only list what exists.
         parsed = self.resource_map._parsed_resources
         return [parsed[name] for name in self.created if name in parsed]
 
     @property
-    def outputs(self) -> list[dict[str, Any]] | None:  # type: ignore[override]
+    def outputs(self) -> list[dict[str, Any]] | None:
         if self.status not in _COMPLETE:
             return None
         return super().outputs
@@ -214,7 +214,7 @@ class StackEngine:
         )
         stack_id = generate_stack_id(name, request.region, _account(request))
         try:
-            stack = Stack(
+            stack = Stack(  # type: ignore[abstract]  # moto leaves CloudFormationModel hooks abstract
                 stack_id=stack_id,
                 name=name,
                 template=body,

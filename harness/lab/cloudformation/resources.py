@@ -94,12 +94,19 @@ class SubnetRouteTableAssociation(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
     ) -> SubnetRouteTableAssociation:
         props = cloudformation_json["Properties"]
         backend = ec2_backends[account_id][region_name]
-        association_id = backend.associate_route_table(props["RouteTableId"], subnet_id=props["SubnetId"])
+        association_id = backend.associate_route_table(
+            props["RouteTableId"], subnet_id=props["SubnetId"]
+        )
         return cls(account_id, region_name, association_id)
 
     def delete(self, account_id: str, region_name: str) -> None:
@@ -132,7 +139,7 @@ class TransitGatewayAttachment(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -189,7 +196,7 @@ class TransitGatewayPeeringAttachment(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -237,7 +244,7 @@ class TransitGatewayRouteTable(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -271,7 +278,7 @@ class TransitGatewayRouteTableAssociation(_LabModel, CloudFormationModel):
         return f"{self.table_id}|{self.attachment_id}"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -321,7 +328,7 @@ class TransitGatewayRoute(_LabModel, CloudFormationModel):
         return f"{self.table_id}|{self.cidr}"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -383,7 +390,7 @@ class MetricAlarm(_LabModel, CloudFormationModel):
         return self.name
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -447,7 +454,7 @@ class ApiStage(_LabModel, CloudFormationModel):
         return self.name
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -508,7 +515,7 @@ class ApiDomainName(_LabModel, CloudFormationModel):
         return self.name
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -556,7 +563,7 @@ class ApiBasePathMapping(_LabModel, CloudFormationModel):
         return f"{self.domain}|{self.base_path}"
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -607,7 +614,7 @@ class PrivateRestApi(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -659,7 +666,7 @@ class LabCertificate(_LabModel, CloudFormationModel):
         return self.arn
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -730,7 +737,7 @@ class LoadBalancer(_LabModel, CloudFormationModel):
         return self.lb.arn
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -793,7 +800,7 @@ class TargetGroup(_LabModel, CloudFormationModel):
         return self.group.arn
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,
@@ -830,7 +837,7 @@ class TargetGroup(_LabModel, CloudFormationModel):
             tags=[{"Key": t["Key"], "Value": t["Value"]} for t in props.get("Tags", [])],
         )
         targets = [
-            {"Id": t["Id"], "Port": int(t.get("Port") or port)} for t in props.get("Targets", [])
+            {"Id": t["Id"], "Port": int(t.get("Port") or port or 0)} for t in props.get("Targets", [])
         ]
         if targets:
             backend.register_targets(group.arn, targets)
@@ -849,8 +856,9 @@ class HostedZone(_LabModel, CloudFormationModel):
 
     ATTRIBUTES = {
         "Id": lambda self: self.zone.id.replace("/hostedzone/", ""),
-        "NameServers": lambda self: list(self.zone.delegation_set.name_servers)
-        if self.zone.delegation_set else [],
+        "NameServers": lambda self: (
+            list(self.zone.delegation_set.name_servers) if self.zone.delegation_set else []
+        ),
     }
 
     def __init__(self, zone: Any) -> None:
@@ -869,8 +877,13 @@ class HostedZone(_LabModel, CloudFormationModel):
         return self.physical_resource_id
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
     ) -> HostedZone:
         props = cloudformation_json["Properties"]
         backend = route53_backends[account_id][get_partition(region_name)]
@@ -925,7 +938,7 @@ class HealthCheck(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls,
         resource_name: str,
         cloudformation_json: Any,

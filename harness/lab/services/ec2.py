@@ -56,25 +56,36 @@ def _attachment(route: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _matches(route: Mapping[str, Any], filters: Mapping[str, list[str]]) -> bool:
-    destination = ipaddress.ip_network(route["destinationCidrBlock"])
+    destination = ipaddress.IPv4Network(str(route["destinationCidrBlock"]))
     attachment = _attachment(route) or {}
     for name, values in filters.items():
         if name == "state" and route.get("state") not in values:
             return False
         if name == "type" and route.get("type", "static") not in values:
             return False
-        if name == "attachment.transit-gateway-attachment-id" and attachment.get("transitGatewayAttachmentId") not in values:
+        if (
+            name == "attachment.transit-gateway-attachment-id"
+            and attachment.get("transitGatewayAttachmentId") not in values
+        ):
             return False
         if name == "attachment.resource-type" and attachment.get("resourceType") not in values:
             return False
         if name == "attachment.resource-id" and attachment.get("resourceId") not in values:
             return False
-        networks = [ipaddress.ip_network(v, strict=False) for v in values] if name.startswith("route-search") else []
+        networks = (
+            [ipaddress.IPv4Network(v, strict=False) for v in values]
+            if name.startswith("route-search")
+            else []
+        )
         if name == "route-search.exact-match" and destination not in networks:
             return False
-        if name == "route-search.subnet-of-match" and not any(destination.subnet_of(n) for n in networks):
+        if name == "route-search.subnet-of-match" and not any(
+            destination.subnet_of(n) for n in networks
+        ):
             return False
-        if name == "route-search.supernet-of-match" and not any(destination.supernet_of(n) for n in networks):
+        if name == "route-search.supernet-of-match" and not any(
+            destination.supernet_of(n) for n in networks
+        ):
             return False
     return True
 
@@ -107,22 +118,36 @@ def install(gateway: Gateway, lab: Lab) -> None:
         table = backend(request.region).transit_gateways_route_tables.get(table_id)
         if table is None:
             return error_response(
-                "ec2", 400, "InvalidRouteTableID.NotFound", f"The routeTable ID '{table_id}' does not exist"
+                "ec2",
+                400,
+                "InvalidRouteTableID.NotFound",
+                f"The routeTable ID '{table_id}' does not exist",
             )
         filters = _filters(params)
         unknown = sorted(set(filters) - set(_SUPPORTED_FILTERS))
         if unknown:
             return error_response(
-                "ec2", 400, "InvalidParameterValue",
+                "ec2",
+                400,
+                "InvalidParameterValue",
                 f"The filter '{unknown[0]}' is not supported by the regiondrill lab for "
                 "SearchTransitGatewayRoutes",
             )
-        routes = [r for r in table.routes.values() if r.get("state") != "deleted" and _matches(r, filters)]
+        routes = [
+            r for r in table.routes.values() if r.get("state") != "deleted" and _matches(r, filters)
+        ]
         longest = filters.get("route-search.longest-prefix-match")
         if longest:
-            address = ipaddress.ip_network(longest[0], strict=False)
-            covering = [r for r in routes if address.subnet_of(ipaddress.ip_network(r["destinationCidrBlock"]))]
-            covering.sort(key=lambda r: ipaddress.ip_network(r["destinationCidrBlock"]).prefixlen, reverse=True)
+            address = ipaddress.IPv4Network(longest[0], strict=False)
+            covering = [
+                r
+                for r in routes
+                if address.subnet_of(ipaddress.IPv4Network(r["destinationCidrBlock"]))
+            ]
+            covering.sort(
+                key=lambda r: ipaddress.ip_network(r["destinationCidrBlock"]).prefixlen,
+                reverse=True,
+            )
             routes = covering[:1]
         limit = int(params.get("MaxResults") or 1000)
         body = (
@@ -140,23 +165,33 @@ def install(gateway: Gateway, lab: Lab) -> None:
         table = ec2.transit_gateways_route_tables.get(table_id)
         if table is None:
             return error_response(
-                "ec2", 400, "InvalidRouteTableID.NotFound", f"The routeTable ID '{table_id}' does not exist"
+                "ec2",
+                400,
+                "InvalidRouteTableID.NotFound",
+                f"The routeTable ID '{table_id}' does not exist",
             )
         cidr = params.get("DestinationCidrBlock", "")
         if cidr not in table.routes or table.routes[cidr].get("state") == "deleted":
             return error_response(
-                "ec2", 400, "InvalidRoute.NotFound",
+                "ec2",
+                400,
+                "InvalidRoute.NotFound",
                 f"No route with destination-cidr-block {cidr} in transit gateway route table {table_id}",
             )
         blackhole = params.get("Blackhole", "false").lower() == "true"
         attachment_id = params.get("TransitGatewayAttachmentId")
         if not blackhole and not attachment_id:
             return error_response(
-                "ec2", 400, "MissingParameter", "Either TransitGatewayAttachmentId or Blackhole must be specified"
+                "ec2",
+                400,
+                "MissingParameter",
+                "Either TransitGatewayAttachmentId or Blackhole must be specified",
             )
         if attachment_id and attachment_id not in ec2.transit_gateway_attachments:
             return error_response(
-                "ec2", 400, "InvalidTransitGatewayAttachmentID.NotFound",
+                "ec2",
+                400,
+                "InvalidTransitGatewayAttachmentID.NotFound",
                 f"Transit Gateway Attachment {attachment_id} was deleted or does not exist.",
             )
         route = ec2.create_transit_gateway_route(

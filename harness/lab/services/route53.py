@@ -105,7 +105,7 @@ def _alarm_configuration(alarm: dict[str, str] | None) -> str:
     if found is None:
         return ""
     dimensions = "".join(
-        f"<Dimension><Name>{escape(d.name)}</Name><Value>{escape(d.value)}</Value></Dimension>"
+        f"<Dimension><Name>{escape(d.name or '')}</Name><Value>{escape(d.value or '')}</Value></Dimension>"
         for d in found.dimensions
     )
     return (
@@ -236,9 +236,9 @@ def install(gateway: Gateway, lab: Lab) -> None:
             ("Disabled", "disabled"),
             ("EnableSNI", "enable_sni"),
         ):
-            value = _bool(_text(root, tag))
-            if value is not None:
-                setattr(hc, attribute, value)
+            flag = _bool(_text(root, tag))
+            if flag is not None:
+                setattr(hc, attribute, flag)
         alarm = None
         if root.find(_Q + "AlarmIdentifier") is not None:
             alarm = {
