@@ -42,7 +42,9 @@ ACCOUNT_ID = "123456789012"  # moto's default account; the lab is a single-accou
 
 # The data-plane components, started in this order and stopped in reverse. Each is
 # "module:Class"; the class is constructed with the Lab and implements Component.
-COMPONENTS: tuple[str, ...] = ()
+COMPONENTS: tuple[str, ...] = (
+    "harness.lab.network:Network",
+)
 
 
 class Component(Protocol):

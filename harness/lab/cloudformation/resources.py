@@ -72,6 +72,57 @@ class _LabModel:
 # ---------------------------------------------------------------------------------- EC2 / TGW
 
 
+class Instance(_LabModel, CloudFormationModel):
+    """AWS::EC2::Instance, honouring ``SecurityGroupIds`` (moto only reads ``SecurityGroups``).
+
+    Without this a bastion launched into a VPC would sit in the VPC's default group, and every
+    security-group rule written for it would silently not apply. Returns moto's own instance
+    object, so Ref and Fn::GetAtt are moto's.
+    """
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::EC2::Instance"
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        from moto.ec2.models.instances import Instance as MotoInstance
+
+        return MotoInstance.has_cfn_attr(attr)
+
+    @classmethod
+    def create_from_cloudformation_json(  # type: ignore[misc]
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        props = cloudformation_json["Properties"]
+        backend = ec2_backends[account_id][region_name]
+        names = [
+            backend.get_security_group_from_id(group).name if group.startswith("sg-") else group
+            for group in props.get("SecurityGroups", [])
+        ]
+        reservation = backend.run_instances(
+            image_id=props["ImageId"],
+            user_data=props.get("UserData"),
+            count=1,
+            security_group_names=names,
+            security_group_ids=list(props.get("SecurityGroupIds", [])),
+            instance_type=props.get("InstanceType", "m1.small"),
+            is_instance_type_default=not props.get("InstanceType"),
+            subnet_id=props.get("SubnetId"),
+            key_name=props.get("KeyName") or None,
+            private_ip=props.get("PrivateIpAddress"),
+            block_device_mappings=props.get("BlockDeviceMappings", {}),
+        )
+        instance = reservation.instances[0]
+        for tag in props.get("Tags", []):
+            instance.add_tag(tag["Key"], tag["Value"])
+        if props.get("IamInstanceProfile"):
+            backend.associate_iam_instance_profile(
+                instance_id=instance.id, iam_instance_profile_name=props["IamInstanceProfile"]
+            )
+        return instance
+
+
 class SubnetRouteTableAssociation(_LabModel, CloudFormationModel):
     """AWS::EC2::SubnetRouteTableAssociation, made through the route table like the EC2 API.
 
@@ -1028,6 +1079,7 @@ def _tags(tags: Any) -> dict[str, str]:
 LAB_TYPES = tuple(
     model.cloudformation_type()
     for model in (
+        Instance,
         SubnetRouteTableAssociation,
         TransitGatewayAttachment,
         TransitGatewayPeeringAttachment,
