@@ -44,6 +44,11 @@ ACCOUNT_ID = "123456789012"  # moto's default account; the lab is a single-accou
 # "module:Class"; the class is constructed with the Lab and implements Component.
 COMPONENTS: tuple[str, ...] = (
     "harness.lab.network:Network",
+    "harness.lab.health:HealthPipeline",
+    "harness.lab.resolver:Resolvers",
+    "harness.lab.nlb:LoadBalancers",
+    "harness.lab.bastions:Bastions",
+    "harness.lab.sshd:SshServers",
 )
 
 
@@ -177,6 +182,7 @@ class Lab:
         self.resolvers: Any = None  # harness.lab.resolver.Resolvers
         self.load_balancers: Any = None  # harness.lab.nlb.LoadBalancers (TLS listeners + API)
         self.bastions: Any = None  # harness.lab.bastions.Bastions (SSM agents, SSH, shims)
+        self.ssh: Any = None  # harness.lab.sshd.SshServers (an SSH server per bastion)
         self.lambda_runtime: LambdaRuntime | None = None
         self._topology: Topology | None = None
         self._changed = threading.Event()
@@ -242,7 +248,7 @@ class Lab:
         self._stoppers.append(self.scheduler.stop)
         # One runtime runs every Lambda function's code (warm workers under the lab's workdir);
         # closed after the components that invoke it have stopped.
-        self.lambda_runtime = LambdaRuntime(self.workdir / "lambda")
+        self.lambda_runtime = LambdaRuntime(self.workdir / "lambda", max_workers_per_function=8)
         self._stoppers.append(self.lambda_runtime.close)
         self._start_components()
         log.info("lab serving AWS APIs on %s", self.endpoint)
@@ -337,7 +343,7 @@ class Lab:
             ports=self.ports,
             clock=self.clock,
             ca_bundle=str(self.ca.bundle_path) if self.ca else "",
-            extra={"account_id": ACCOUNT_ID},
+            extra={"account_id": ACCOUNT_ID, "health_propagation": self.health_propagation},
         )
 
     def wait_idle(self, timeout: float | None = 60) -> None:

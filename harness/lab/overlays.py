@@ -12,8 +12,11 @@ if TYPE_CHECKING:
 
 def install(gateway: Gateway, lab: Lab) -> None:
     """Register the operations the lab answers itself instead of moto."""
-    from harness.lab.services import ec2, elbv2, route53
+    from harness.lab.services import awslambda, cloudwatch, ec2, elbv2, route53, ssm
 
+    awslambda.install(gateway, lab)
+    cloudwatch.install(gateway, lab)
     ec2.install(gateway, lab)
     elbv2.install(gateway, lab)
     route53.install(gateway, lab)
+    ssm.install(gateway, lab)

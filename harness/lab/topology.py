@@ -133,6 +133,7 @@ class Instance:
     availability_zone: str
     key_name: str | None
     tags: Mapping[str, str]
+    iam_instance_profile: str | None = None  # ARN; set when the instance has a profile
 
 
 @dataclass(frozen=True)
@@ -525,6 +526,7 @@ def _read_ec2(
             availability_zone=subnet.availability_zone,
             key_name=instance.key_name,
             tags=dict(ec2.tags.get(instance.id, {})),
+            iam_instance_profile=(getattr(instance, "iam_instance_profile", None) or {}).get("Arn"),
         )
 
     associations = {

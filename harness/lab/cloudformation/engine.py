@@ -232,6 +232,7 @@ class StackEngine:
         except Exception as exc:  # moto's parameter / output validation
             return _validation(_reason(exc))
         stack.order = order
+        _pin_get_azs(stack.template_dict, request.region)
         stack.status = "CREATE_IN_PROGRESS"
         stack.add_event(
             name, stack_id, "AWS::CloudFormation::Stack", "CREATE_IN_PROGRESS", "User Initiated"
@@ -436,6 +437,23 @@ class StackEngine:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _pin_get_azs(node: Any, region: str) -> None:
+    """Make ``Fn::GetAZs ""`` mean the stack's own region, as on AWS.
+
+    moto resolves an empty region to us-east-1, which would put every region's subnets (and
+    everything in them) in us-east-1's availability zones.
+    """
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Fn::GetAZs" and (value in ("", None) or value == {"Ref": "AWS::Region"}):
+                node[key] = region
+            else:
+                _pin_get_azs(value, region)
+    elif isinstance(node, list):
+        for item in node:
+            _pin_get_azs(item, region)
 
 
 def _get_atts(node: Any) -> list[tuple[str, str]]:

@@ -91,15 +91,15 @@ class Instance(_LabModel, CloudFormationModel):
         return MotoInstance.has_cfn_attr(attr)
 
     @classmethod
-    def create_from_cloudformation_json(  # type: ignore[misc]
+    def create_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
     ) -> Any:
         props = cloudformation_json["Properties"]
         backend = ec2_backends[account_id][region_name]
-        names = [
-            backend.get_security_group_from_id(group).name if group.startswith("sg-") else group
-            for group in props.get("SecurityGroups", [])
-        ]
+        names = []
+        for group in props.get("SecurityGroups", []):
+            found = backend.get_security_group_from_id(group) if group.startswith("sg-") else None
+            names.append(found.name if found is not None else group)
         reservation = backend.run_instances(
             image_id=props["ImageId"],
             user_data=props.get("UserData"),
@@ -688,7 +688,8 @@ class PrivateRestApi(_LabModel, CloudFormationModel):
             description=props.get("Description", ""),
             api_key_source=props.get("ApiKeySourceType"),
             endpoint_configuration=props.get("EndpointConfiguration"),
-            tags=props.get("Tags"),
+            # moto's hint says a list, but its API path (and the REST response) use a map.
+            tags=_tags(props.get("Tags")),  # type: ignore[arg-type]
             policy=policy,
             minimum_compression_size=props.get("MinimumCompressionSize"),
             disable_execute_api_endpoint=_bool(props.get("DisableExecuteApiEndpoint")),

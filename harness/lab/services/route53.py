@@ -4,7 +4,8 @@ moto drops ``AlarmIdentifier`` and ``InsufficientDataHealthStatus`` and cannot u
 ``Inverted`` faithfully, yet those fields are the whole point here: the health check follows a
 region's alarm, and inverting it is the reference way to simulate an outage. The lab answers the
 health-check operations itself, on moto's health-check objects (so record sets and tags keep
-working), and renders responses in Route 53's XML.
+working), and renders responses in Route 53's XML. Health-check status (GetHealthCheckStatus,
+GetHealthCheckLastFailureReason) comes from the lab's health pipeline.
 """
 
 from __future__ import annotations
@@ -119,6 +120,21 @@ def _alarm_configuration(alarm: dict[str, str] | None) -> str:
         f"<Statistic>{escape(found.statistic or '')}</Statistic>"
         f"<Dimensions>{dimensions}</Dimensions>"
         "</CloudWatchAlarmConfiguration>"
+    )
+
+
+def _observations(observations: list[dict[str, str]]) -> str:
+    """Render HealthCheckObservations (GetHealthCheckStatus, ...LastFailureReason)."""
+    return (
+        "<HealthCheckObservations>"
+        + "".join(
+            f"<HealthCheckObservation><Region>{escape(o['Region'])}</Region>"
+            f"<IPAddress>{escape(o['IPAddress'])}</IPAddress><StatusReport>"
+            f"<Status>{escape(o['Status'])}</Status><CheckedTime>{o['CheckedTime']}</CheckedTime>"
+            "</StatusReport></HealthCheckObservation>"
+            for o in observations
+        )
+        + "</HealthCheckObservations>"
     )
 
 
@@ -287,21 +303,23 @@ def install(gateway: Gateway, lab: Lab) -> None:
         if hc is None:
             return _not_found(health_check_id)
         observations = lab.health_check_observations(hc)
-        inner = (
-            "<HealthCheckObservations>"
-            + "".join(
-                f"<HealthCheckObservation><Region>{escape(o['Region'])}</Region>"
-                f"<IPAddress>{escape(o['IPAddress'])}</IPAddress><StatusReport>"
-                f"<Status>{escape(o['Status'])}</Status><CheckedTime>{o['CheckedTime']}</CheckedTime>"
-                "</StatusReport></HealthCheckObservation>"
-                for o in observations
+        return _xml("GetHealthCheckStatusResponse", _observations(observations))
+
+    def last_failure(request: LabRequest) -> LabResponse:
+        health_check_id = request.path_params["HealthCheckId"]
+        hc = _backend().health_checks.get(health_check_id)
+        if hc is None:
+            return _not_found(health_check_id)
+        if lab.health is None:
+            return error_response(
+                "rest-xml", 400, "InvalidInput", "the lab's health pipeline is not running"
             )
-            + "</HealthCheckObservations>"
-        )
-        return _xml("GetHealthCheckStatusResponse", inner)
+        observations = lab.health.last_failure_observations(hc)
+        return _xml("GetHealthCheckLastFailureReasonResponse", _observations(observations))
 
     gateway.overlay("route53", "CreateHealthCheck", create)
     gateway.overlay("route53", "UpdateHealthCheck", update)
     gateway.overlay("route53", "GetHealthCheck", get)
     gateway.overlay("route53", "ListHealthChecks", list_all)
     gateway.overlay("route53", "GetHealthCheckStatus", status)
+    gateway.overlay("route53", "GetHealthCheckLastFailureReason", last_failure)
