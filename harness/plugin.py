@@ -10,6 +10,8 @@ Session fixtures:
                   --lab-url, or AWS)
   deployment      the provisioned stack set (created, or attached with --reuse-stacks), torn
                   down at session end unless --keep-stacks
+  bastions        every bastion of the deployment, reached over SSM, checked Online
+  bastion_in      bastion_in(region) -> the first bastion in that region
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -43,6 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[CONFIG_KEY] = config_module.from_pytest(config)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    from harness.report.recorder import RECORD_KEY, RunRecord
+
+    config.stash[RECORD_KEY] = RunRecord()
     config.pluginmanager.import_plugin("harness.chaos.fixtures")
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (CI cancelling a job, `kill`) must run the same teardown as Ctrl-C: stacks
@@ -126,6 +131,102 @@ def _teardown(deployer: StackSetDeployer, say: Say) -> None:
     except HarnessError as exc:
         say(f"teardown failed: {exc}")
         raise
+
+
+# ---------------------------------------------------------------------- bastions
+# How long bastions' SSM agents may take to come Online after the stacks complete (modelled
+# seconds): minutes on AWS; the lab's agents register within a few lab seconds.
+BASTION_READY_WAIT = {"aws": 600.0, "lab": 120.0}
+
+
+@pytest.fixture(scope="session")
+def bastions(deployment: Deployment, target: Target, pytestconfig: pytest.Config) -> Iterator[Any]:
+    """Every bastion of the deployment (list[harness.hosts.bastion.Bastion]), over SSM.
+
+    Fails the first test that uses it, naming every bastion that is not running or whose SSM
+    agent is not Online after waiting for the agents to register.
+    """
+    from harness.hosts.bastion import discover_bastions
+
+    say = progress_writer(pytestconfig)
+    found = discover_bastions(
+        deployment,
+        target.sessions,
+        clock=target.clock,
+        wait=BASTION_READY_WAIT["lab" if target.is_lab else "aws"],
+    )
+    say(
+        f"{len(found)} bastion(s) online over SSM: "
+        + ", ".join(f"{b.instance_id} ({b.availability_zone})" for b in found)
+    )
+    try:
+        yield found
+    finally:
+        for bastion in found:
+            bastion.executor.close()
+
+
+@pytest.fixture(scope="session")
+def bastion_in(bastions: Any) -> Callable[[str], Any]:
+    """Return a function giving the first bastion in a region (ConfigError naming it if none)."""
+    from harness.hosts.bastion import bastion_in as first_in
+
+    def find(region: str) -> Any:
+        return first_in(bastions, region)
+
+    return find
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A scenario that takes a ``region`` argument runs once per configured region.
+    if "region" in metafunc.fixturenames and not any(
+        "region" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")
+    ):
+        metafunc.parametrize("region", harness_config_of(metafunc.config).region_names)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Record each test's outcome in the run record (for the DR-readiness report)."""
+    from harness.report.recorder import RECORD_KEY, ScenarioOutcome
+
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    record = item.config.stash.get(RECORD_KEY, None)
+    if record is None:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        result = report.outcome if report.when == "call" else ("skipped" if report.skipped else "error")
+        message = ""
+        if report.longrepr is not None and result != "passed":
+            crash = getattr(report.longrepr, "reprcrash", None)
+            message = str(crash.message if crash is not None else report.longrepr)[:500]
+        record.add_outcome(
+            ScenarioOutcome(
+                nodeid=report.nodeid,
+                outcome=result,
+                duration=report.duration,
+                markers=tuple(sorted({m.name for m in item.iter_markers()})),
+                message=message,
+            )
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from harness.report.recorder import RECORD_KEY, rto_table
+
+    record = config.stash.get(RECORD_KEY, None)
+    if record is None:
+        return
+    table = rto_table(record)
+    if table:
+        terminalreporter.section("regiondrill: failover and failback times (modelled seconds)")
+        for line in table:
+            terminalreporter.write_line(line)
+    if record.findings:
+        terminalreporter.section("regiondrill: findings")
+        for finding in record.findings:
+            terminalreporter.write_line(f"[{finding.severity}] {finding.title}: {finding.explanation}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

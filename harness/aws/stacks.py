@@ -93,6 +93,8 @@ class Deployment:
     zone_id: str
     regions: tuple[RegionDeployment, ...]
     stacks: tuple[StackRecord, ...]
+    key_name: str = ""  # the EC2 key pair the bastions were launched with ("" = SSM only)
+    ssh_key_path: str = ""  # its private key, when this machine has it
 
     def region(self, name: str) -> RegionDeployment:
         for region in self.regions:
@@ -134,6 +136,10 @@ class StackSetDeployer:
         self.timeout = timeout if timeout is not None else (180.0 if lab else 3600.0)
         self._lock = threading.Lock()
         self.records: list[StackRecord] = []  # every stack attached or created so far, in order
+        # Bastions get an EC2 key pair for SSH in the lab (the harness owns both ends). On AWS
+        # they are reached over SSM and launched without one unless the operator asks.
+        self.key_name = ""
+        self.ssh_key_path = ""
 
     # ------------------------------------------------------------------ deploy
 
@@ -152,6 +158,14 @@ class StackSetDeployer:
             f"{', '.join(names)} on {'the lab' if self.sessions.is_lab else 'AWS'}"
         )
         outputs: dict[tuple[str, str | None], Mapping[str, str]] = {}
+        if self.sessions.is_lab:
+            from harness.hosts.keys import bastion_key, ensure_key_pair
+
+            directory = self.config.report_dir / "ssh"
+            self.key_name, key_file = bastion_key(directory, self.config.stack_prefix)
+            self.ssh_key_path = str(
+                ensure_key_pair(self.sessions, names, self.key_name, directory, key_file=key_file)
+            )
         self._phase("network", names, outputs)
         endpoint_ips = self._parallel(
             names, lambda region: (region, self._endpoint_ips(region, outputs[("network", region)]))
@@ -216,6 +230,8 @@ class StackSetDeployer:
             endpoint_ips=endpoint_ips,
             stack_set=self.config.stack_prefix,
         )
+        if kind == "network" and self.key_name:
+            params["KeyName"] = self.key_name
         cfn = self.sessions.client("cloudformation", deployed_in)
         existing = self._describe(cfn, name, deployed_in)
         if existing is not None and existing["StackStatus"] != "DELETE_COMPLETE":
@@ -313,7 +329,12 @@ class StackSetDeployer:
         deployed = {
             p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])
         }
-        wrong = sorted(k for k, v in params.items() if deployed.get(k) != v)
+        # Which key pair the bastions were launched with is not configuration: adopt it (SSH
+        # needs its private key, which this machine may not have; SSM does not care).
+        wrong = sorted(k for k, v in params.items() if k != "KeyName" and deployed.get(k) != v)
+        if kind == "network" and deployed.get("KeyName", "") != self.key_name:
+            self.key_name = deployed.get("KeyName", "")
+            self.ssh_key_path = ""
         if wrong:
             details = ", ".join(f"{k}={deployed.get(k)!r} (want {params[k]!r})" for k in wrong[:4])
             raise ProvisioningError(
@@ -544,6 +565,8 @@ class StackSetDeployer:
             zone_id=dns["HostedZoneId"],
             regions=tuple(regions),
             stacks=tuple(self.records),
+            key_name=self.key_name,
+            ssh_key_path=self.ssh_key_path,
         )
 
     # ------------------------------------------------------------------ teardown
