@@ -166,6 +166,10 @@ class Drill:
     ) -> PhaseResult:
         windows = Windows.for_phase(self.config, model_window[1] if model_window else None)
         clock = self.clock
+        # Every loop waits for a common start time far enough ahead for SSM to deliver the
+        # command everywhere; the event happens after the loops have a baseline. A loop that
+        # still starts late makes the phase fail loudly rather than measure from a wrong origin.
+        start_wall = time.time() + (self._delivery_budget())
         plans = {
             bastion.instance_id: ProbePlan(
                 domain=self.config.domain,
@@ -178,6 +182,7 @@ class Drill:
                 expected_regions=expectations[bastion.instance_id].regions,
                 curl_timeout=max(clock.wall_duration(2.0), 0.5),
                 connect_timeout=max(clock.wall_duration(1.0), 0.25),
+                start_at=start_wall,
             )
             for bastion in self.bastions
         }
@@ -204,8 +209,8 @@ class Drill:
         ticker = threading.Thread(target=self._progress, args=(label, done, windows), daemon=True)
         with ThreadPoolExecutor(max_workers=len(self.bastions), thread_name_prefix="probe") as pool:
             futures = [pool.submit(probe, bastion) for bastion in self.bastions]
+            time.sleep(max(start_wall - time.time(), 0.0))
             clock.sleep(windows.lead)
-            time.sleep(0.2)  # SSM delivery: the loops must be sampling before the event
             event_time = clock.now()
             event()
             ticker.start()
@@ -244,6 +249,10 @@ class Drill:
         rto = "did not converge" if result.rto is None else f"{result.rto:.1f}s"
         self._say(f"{label}: {rto} (objective {self.config.rto:g}s)")
         return result
+
+    def _delivery_budget(self) -> float:
+        """Wall seconds allowed for SSM to start a command on every bastion."""
+        return 1.5 if self.sessions.is_lab else 20.0
 
     def _progress(self, label: str, done: threading.Event, windows: Windows) -> None:
         started = self.clock.now()

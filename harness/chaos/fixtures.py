@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
+from harness.chaos.drill import Drill
 from harness.chaos.ledger import Ledger
 from harness.chaos.manager import FaultManager, describe_entries, environment_of, recover
 from harness.config import HarnessConfig
 from harness.errors import FaultError
+from harness.report.recorder import RECORD_KEY, RunRecord
 
 if TYPE_CHECKING:
     from harness.aws.stacks import Deployment
@@ -115,3 +117,32 @@ def chaos(chaos_session: FaultManager) -> Iterator[FaultManager]:
         failures = chaos_session.restore_all()
         if failures:
             raise FaultError("faults could not be restored after the test: " + "; ".join(failures))
+
+
+@pytest.fixture(scope="session")
+def run_record(pytestconfig: pytest.Config) -> RunRecord:
+    """The run's record: measured phases, findings and scenario outcomes."""
+    return pytestconfig.stash[RECORD_KEY]
+
+
+@pytest.fixture(scope="session")
+def drill(
+    harness_config: HarnessConfig,
+    target: Target,
+    deployment: Deployment,
+    bastions: Any,
+    chaos_session: FaultManager,
+    pytestconfig: pytest.Config,
+) -> Drill:
+    """Measure failover and failback of faults from every bastion."""
+    from harness.plugin import progress_writer
+
+    return Drill(
+        config=harness_config,
+        deployment=deployment,
+        sessions=target.sessions,
+        clock=target.clock,
+        bastions=bastions,
+        chaos=chaos_session,
+        say=progress_writer(pytestconfig),
+    )

@@ -43,6 +43,7 @@ class ProbePlan:
     dig_timeout: int = 1
     curl_timeout: float = 2.0
     connect_timeout: float = 1.0
+    start_at: float | None = None  # wall epoch: wait until then, so every loop starts together
 
     def __post_init__(self) -> None:
         for name in ("interval", "max_window", "settle", "curl_timeout", "connect_timeout"):
@@ -70,7 +71,7 @@ if [ -z "${{EPOCHREALTIME:-}}" ]; then echo "X bash 5 with EPOCHREALTIME is requ
 exec 9<> <(:)
 iv={us(plan.interval)}; max={us(plan.max_window)}; min={us(plan.min_window)}; settle={us(plan.settle)}
 exp_ips={shlex.quote(addresses)}; exp_regions={shlex.quote(regions)}
-start=${{EPOCHREALTIME/./}}; n=0; prev=""; last=""; stable=""
+{_start_at(plan)}start=${{EPOCHREALTIME/./}}; n=0; prev=""; last=""; stable=""
 echo "B $EPOCHREALTIME"
 while :; do
   ts=$EPOCHREALTIME
@@ -99,6 +100,16 @@ done
 echo "L $last"
 echo "E $EPOCHREALTIME $n"
 """
+
+
+def _start_at(plan: ProbePlan) -> str:
+    if plan.start_at is None:
+        return ""
+    return (
+        f"go={int(round(plan.start_at * 1_000_000))}; wait=$((go - ${{EPOCHREALTIME/./}}))\n"
+        "if [ \"$wait\" -gt 0 ]; then printf -v w '%d.%06d' $((wait / 1000000)) $((wait % 1000000)); "
+        "read -rt \"$w\" -u 9 || true; fi\n"
+    )
 
 
 @dataclass(frozen=True)
