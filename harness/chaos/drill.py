@@ -118,8 +118,14 @@ class Drill:
         model_window: tuple[float, float] | None = None,
         failback_window: tuple[float, float] | None = None,
         allow_total_outage: bool = False,
+        max_window: float | None = None,
     ) -> tuple[PhaseResult, PhaseResult]:
-        """Inject ``fault``, measure failover, restore it, measure failback."""
+        """Inject ``fault``, measure failover, restore it, measure failback.
+
+        ``max_window`` (modelled seconds) caps how long the failover is watched when the
+        caller knows some clients will never converge (a hazard scenario), instead of waiting
+        out the objective.
+        """
         down = set(fault.takes_down)
         region = next(iter(sorted(down)), "")
         surviving = [r for r in self.deployment.region_names if r not in down]
@@ -133,7 +139,9 @@ class Drill:
             for b in self.bastions
         }
         try:
-            failover = self._phase("failover", fault, region, inject, expectations, model_window)
+            failover = self._phase(
+                "failover", fault, region, inject, expectations, model_window, max_window=max_window
+            )
         except BaseException:
             if "active" in holder:
                 holder["active"].restore()
@@ -163,8 +171,17 @@ class Drill:
         event: Callable[[], None],
         expectations: Mapping[str, Expectation],
         model_window: tuple[float, float] | None,
+        *,
+        max_window: float | None = None,
     ) -> PhaseResult:
         windows = Windows.for_phase(self.config, model_window[1] if model_window else None)
+        if max_window is not None:
+            windows = Windows(
+                max_window=max_window,
+                min_window=min(windows.min_window, max_window),
+                settle=windows.settle,
+                lead=windows.lead,
+            )
         clock = self.clock
         # Every loop waits for a common start time far enough ahead for SSM to deliver the
         # command everywhere; the event happens after the loops have a baseline. A loop that
