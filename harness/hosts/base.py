@@ -94,8 +94,14 @@ class Executor(abc.ABC):
         """Return the target string that selects this executor (``ssm://...``, ``ssh://...``)."""
 
     @abc.abstractmethod
-    def run(self, command: str, timeout: float) -> CommandResult:
+    def run(
+        self, command: str, timeout: float, *, expected_duration: float | None = None
+    ) -> CommandResult:
         """Run ``command`` through ``sh`` and wait at most ``timeout`` modelled seconds.
+
+        ``expected_duration`` (modelled seconds) is a hint for transports that poll: a
+        long-running command (a probe loop) is not checked before then, which keeps API
+        calls proportional to the number of hosts rather than to the command's length.
 
         Raises:
             CommandTimeout: the command did not finish within ``timeout``.

@@ -55,9 +55,15 @@ class Bastion:
     vpc_id: str
     executor: Executor = field(compare=False, repr=False)
 
-    def run(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+    def run(
+        self,
+        command: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        expected_duration: float | None = None,
+    ) -> CommandResult:
         """Run a shell command on the bastion (see :meth:`Executor.run`)."""
-        return self.executor.run(command, timeout)
+        return self.executor.run(command, timeout, expected_duration=expected_duration)
 
     def run_expect(
         self, command: str, *, rc: int | Collection[int] = 0, timeout: float = DEFAULT_TIMEOUT

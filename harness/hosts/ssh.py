@@ -290,7 +290,9 @@ class SshExecutor(Executor):
 
     # ------------------------------------------------------------------ commands
 
-    def run(self, command: str, timeout: float) -> CommandResult:
+    def run(
+        self, command: str, timeout: float, *, expected_duration: float | None = None
+    ) -> CommandResult:
         if not isinstance(command, str) or not command.strip():
             raise ConfigError(f"command must be a non-empty string, got {command!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:

@@ -186,14 +186,24 @@ class SsmFleet:
             )
         return outcome.results
 
-    def run_one(self, instance_id: str, region: str, command: str, timeout: float) -> CommandResult:
+    def run_one(
+        self,
+        instance_id: str,
+        region: str,
+        command: str,
+        timeout: float,
+        *,
+        expected_duration: float | None = None,
+    ) -> CommandResult:
         """Run ``command`` on one instance.
 
         Raises:
             CommandTimeout: the command exceeded ``timeout`` (or SSM gave no final status).
             CommandError: the command did not run on the instance (named with its region).
         """
-        outcome = self._run([(instance_id, region)], command, timeout)
+        outcome = self._run(
+            [(instance_id, region)], command, timeout, expected_duration=expected_duration
+        )
         if instance_id in outcome.failures:
             raise CommandError(outcome.failures[instance_id])
         result = outcome.results[instance_id]
@@ -207,7 +217,14 @@ class SsmFleet:
 
     # ------------------------------------------------------------------ internals
 
-    def _run(self, targets: Sequence[tuple[str, str]], command: str, timeout: float) -> _Outcome:
+    def _run(
+        self,
+        targets: Sequence[tuple[str, str]],
+        command: str,
+        timeout: float,
+        *,
+        expected_duration: float | None = None,
+    ) -> _Outcome:
         lines = _command_lines(command)
         execution_timeout = _execution_timeout(timeout)
         seen: set[str] = set()
@@ -230,7 +247,8 @@ class SsmFleet:
                     pending += self._send(
                         region, batch, lines, execution_timeout, deadline, outcome
                     )
-            self._wait(pending, deadline, execution_timeout, outcome)
+            first = self.clock.wall_duration(expected_duration) if expected_duration else None
+            self._wait(pending, deadline, execution_timeout, outcome, first_poll=first)
         except KeyboardInterrupt:
             self._cancel(pending, outcome)
             raise
@@ -334,8 +352,13 @@ class SsmFleet:
         deadline: float,
         execution_timeout: int,
         outcome: _Outcome,
+        *,
+        first_poll: float | None = None,
     ) -> None:
         delay = self.poll.initial
+        if first_poll is not None and first_poll > delay:
+            # Nothing to see before the command can have finished: sleep until then.
+            self._sleep(min(first_poll - delay, max(deadline - time.monotonic(), 0.0)))
         waiting = list(pending)
         while waiting:
             self._sleep(delay)
@@ -526,8 +549,12 @@ class SsmExecutor(Executor):
     def __repr__(self) -> str:
         return f"SsmExecutor({self.target!r})"
 
-    def run(self, command: str, timeout: float) -> CommandResult:
-        return self._fleet.run_one(self.instance_id, self.region, command, timeout)
+    def run(
+        self, command: str, timeout: float, *, expected_duration: float | None = None
+    ) -> CommandResult:
+        return self._fleet.run_one(
+            self.instance_id, self.region, command, timeout, expected_duration=expected_duration
+        )
 
     @classmethod
     def run_many(

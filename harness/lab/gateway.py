@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -196,6 +197,8 @@ class Gateway:
         self._overlays: dict[tuple[str, str], Handler] = {}
         self._after: list[AfterHook] = []
         self.state_version = 0
+        # API calls served, by (service, operation): what benchmarks and `/_lab/stats` report.
+        self.calls: Counter[tuple[str, str]] = Counter()
 
     def overlay(self, service: str, operation: str, handler: Handler) -> None:
         """Answer ``service:operation`` with ``handler`` (which may return None to pass to moto)."""
@@ -250,6 +253,7 @@ class Gateway:
         environ["regiondrill.operation"] = (service, operation)
         environ["regiondrill.protocol"] = protocol
         request.forward = lambda: self._call_moto(environ, raw)
+        self.calls[(service, operation)] += 1
         handler = self._overlays.get((service, operation))
         with self._lock:
             response = handler(request) if handler is not None else None

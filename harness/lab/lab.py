@@ -432,5 +432,10 @@ class Lab:
                 payload["ca_pem"] = self.ca.ca_pem
             start_response("200 OK", [("Content-Type", "application/json")])
             return [json.dumps(payload).encode()]
+        if path == "/_lab/stats":
+            assert self.gateway is not None
+            calls = {f"{service}:{operation}": count for (service, operation), count in self.gateway.calls.items()}
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps({"calls": calls, "state_version": self.state_version}).encode()]
         start_response("404 Not Found", [("Content-Type", "application/json")])
         return [json.dumps({"message": f"unknown lab endpoint {path}"}).encode()]

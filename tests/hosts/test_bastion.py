@@ -55,7 +55,9 @@ class Replay(Executor):
     def target(self) -> str:
         return f"replay://{self._host}"
 
-    def run(self, command: str, timeout: float) -> CommandResult:
+    def run(
+        self, command: str, timeout: float, *, expected_duration: float | None = None
+    ) -> CommandResult:
         assert command == self.expected
         self.timeouts.append(timeout)
         return CommandResult(
@@ -79,7 +81,9 @@ class Scripted(Executor):
     def target(self) -> str:
         return f"scripted://{self._host}"
 
-    def run(self, command: str, timeout: float) -> CommandResult:
+    def run(
+        self, command: str, timeout: float, *, expected_duration: float | None = None
+    ) -> CommandResult:
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return self.outcome
