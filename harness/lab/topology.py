@@ -12,9 +12,9 @@ Everything here is the VPC view (10.x addresses); nothing knows about loopback.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from moto.ec2.models import ec2_backends
 from moto.elbv2.models import elbv2_backends
@@ -22,6 +22,25 @@ from moto.route53.models import route53_backends
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
+
+
+class _Routed(Protocol):
+    @property
+    def destination(self) -> IPv4Network: ...
+
+
+R = TypeVar("R", bound=_Routed)
+
+
+def longest_prefix_match(routes: Iterable[R], address: IPv4Address) -> R | None:
+    """Return the route whose destination contains ``address`` with the longest prefix."""
+    best: R | None = None
+    for route in routes:
+        if address in route.destination and (
+            best is None or route.destination.prefixlen > best.destination.prefixlen
+        ):
+            best = route
+    return best
 
 
 @dataclass(frozen=True)
@@ -64,13 +83,7 @@ class RouteTable:
 
     def lookup(self, address: IPv4Address) -> Route | None:
         """Longest-prefix match, as a VPC router does."""
-        best: Route | None = None
-        for route in self.routes:
-            if address in route.destination and (
-                best is None or route.destination.prefixlen > best.destination.prefixlen
-            ):
-                best = route
-        return best
+        return longest_prefix_match(self.routes, address)
 
 
 @dataclass(frozen=True)
@@ -151,13 +164,8 @@ class TgwRouteTable:
     routes: tuple[TgwRoute, ...]
 
     def lookup(self, address: IPv4Address) -> TgwRoute | None:
-        best: TgwRoute | None = None
-        for route in self.routes:
-            if address in route.destination and (
-                best is None or route.destination.prefixlen > best.destination.prefixlen
-            ):
-                best = route
-        return best
+        """Longest-prefix match, as a transit gateway does."""
+        return longest_prefix_match(self.routes, address)
 
 
 @dataclass(frozen=True)
