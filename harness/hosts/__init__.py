@@ -9,6 +9,7 @@ wraps an executor and adds the dig/curl probes.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 from harness.clock import REAL_TIME, Clock
 from harness.errors import ConfigError
-from harness.hosts.base import CommandResult, Executor, FanOutError, run_expect
+from harness.hosts.base import CommandResult, Executor, FanOutError, gather, run_expect
 
 __all__ = [
     "EXECUTORS",
@@ -90,19 +91,10 @@ def run_many(
     groups: dict[type[Executor], list[Executor]] = {}
     for executor in executors:
         groups.setdefault(type(executor), []).append(executor)
-    results: dict[str, CommandResult] = {}
-    failures: dict[str, str] = {}
-    for cls, members in groups.items():
-        try:
-            results.update(cls.run_many(members, command, timeout))
-        except FanOutError as exc:
-            results.update(exc.results)
-            failures.update(exc.failures)
-    if failures:
-        raise FanOutError(
-            f"{len(failures)} of {len(executors)} host(s) could not run the command: "
-            + "; ".join(failures.values()),
-            results=results,
-            failures=failures,
-        )
-    return results
+    return gather(
+        (
+            functools.partial(cls.run_many, members, command, timeout)
+            for cls, members in groups.items()
+        ),
+        total=len(executors),
+    )

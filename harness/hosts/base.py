@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
@@ -152,14 +152,42 @@ class Executor(abc.ABC):
                     )
                 except CommandError as exc:
                     failures[host] = str(exc)
-        if failures:
-            raise FanOutError(
-                f"{len(failures)} of {len(executors)} host(s) could not run the command: "
-                + "; ".join(failures.values()),
-                results=results,
-                failures=failures,
-            )
-        return results
+        return fan_out_result(results, failures, total=len(executors))
+
+
+def fan_out_result(
+    results: dict[str, CommandResult],
+    failures: dict[str, str],
+    *,
+    total: int,
+    what: str = "host(s) could not run the command",
+) -> dict[str, CommandResult]:
+    """Return a fan-out's results, or raise FanOutError naming every host that failed."""
+    if failures:
+        raise FanOutError(
+            f"{len(failures)} of {total} {what}: " + "; ".join(failures.values()),
+            results=results,
+            failures=failures,
+        )
+    return results
+
+
+def gather(
+    runs: Iterable[Callable[[], dict[str, CommandResult]]],
+    *,
+    total: int,
+    what: str = "host(s) could not run the command",
+) -> dict[str, CommandResult]:
+    """Run several partial fan-outs and merge them: results kept, failures reported together."""
+    results: dict[str, CommandResult] = {}
+    failures: dict[str, str] = {}
+    for run in runs:
+        try:
+            results.update(run())
+        except FanOutError as exc:
+            results.update(exc.results)
+            failures.update(exc.failures)
+    return fan_out_result(results, failures, total=total, what=what)
 
 
 def _check_unique(executors: Sequence[Executor]) -> None:

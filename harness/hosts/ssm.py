@@ -45,7 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from harness.aws.session import SessionFactory, error_code
 from harness.clock import REAL_TIME, Clock
 from harness.errors import CommandError, CommandTimeout, ConfigError
-from harness.hosts.base import CommandResult, Executor, FanOutError, tail
+from harness.hosts.base import CommandResult, Executor, FanOutError, gather, tail
 
 __all__ = [
     "DOCUMENT",
@@ -580,22 +580,11 @@ class SsmExecutor(Executor):
             if member.instance_id in seen:
                 raise ConfigError(f"instance {member.instance_id} appears twice in one SSM fan-out")
             seen.add(member.instance_id)
-        results: dict[str, CommandResult] = {}
-        failures: dict[str, str] = {}
-        for group in groups.values():
-            try:
-                results.update(cls._run_group(group, command, timeout))
-            except FanOutError as exc:
-                results.update(exc.results)
-                failures.update(exc.failures)
-        if failures:
-            raise FanOutError(
-                f"{len(failures)} of {len(members)} instance(s) did not run the command: "
-                + "; ".join(failures.values()),
-                results=results,
-                failures=failures,
-            )
-        return results
+        return gather(
+            (functools.partial(cls._run_group, group, command, timeout) for group in groups.values()),
+            total=len(members),
+            what="instance(s) did not run the command",
+        )
 
     @staticmethod
     def _run_group(
