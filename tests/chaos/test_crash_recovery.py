@@ -57,7 +57,9 @@ def lab_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         deadline = time.monotonic() + 120
         while not state.exists():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the lab did not start: " + (directory / "lab.log").read_text()[-2000:])
+                raise AssertionError(
+                    "the lab did not start: " + (directory / "lab.log").read_text()[-2000:]
+                )
             time.sleep(0.2)
         info = json.loads(state.read_text())
         yield {"info": info, "state": state, "directory": directory}
@@ -79,8 +81,20 @@ def environment(lab: dict[str, Any]) -> dict[str, str]:
 
 def pytest_args(lab: dict[str, Any], report_dir: Path, test_file: Path) -> list[str]:
     return [
-        sys.executable, "-m", "pytest", "-p", "harness.plugin", "-p", "no:cacheprovider", "-q", "-s",
-        "--lab-url", lab["info"]["endpoint"], "--reuse-stacks", "--report-dir", str(report_dir),
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "harness.plugin",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-s",
+        "--lab-url",
+        lab["info"]["endpoint"],
+        "--reuse-stacks",
+        "--report-dir",
+        str(report_dir),
         str(test_file),
     ]
 
@@ -88,8 +102,11 @@ def pytest_args(lab: dict[str, Any], report_dir: Path, test_file: Path) -> list[
 def health_check_inverted(lab: dict[str, Any], region: str = "us-east-1") -> bool:
     info = lab["info"]
     route53 = boto3.client(
-        "route53", endpoint_url=info["endpoint"], region_name="us-east-1",
-        aws_access_key_id=info["aws_access_key_id"], aws_secret_access_key=info["aws_secret_access_key"],
+        "route53",
+        endpoint_url=info["endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id=info["aws_access_key_id"],
+        aws_secret_access_key=info["aws_secret_access_key"],
     )
     for check in route53.list_health_checks()["HealthChecks"]:
         config = check["HealthCheckConfig"]
@@ -103,8 +120,11 @@ def crash_while_injected(lab: dict[str, Any], tmp: Path, report_dir: Path) -> No
     victim = tmp / "test_victim.py"
     victim.write_text(VICTIM.format(ready=str(ready)))
     process = subprocess.Popen(
-        pytest_args(lab, report_dir, victim), env=environment(lab), cwd=tmp,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pytest_args(lab, report_dir, victim),
+        env=environment(lab),
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while not ready.exists():
@@ -119,13 +139,26 @@ def crash_while_injected(lab: dict[str, Any], tmp: Path, report_dir: Path) -> No
     assert health_check_inverted(lab), "the fault outlived its session"
 
 
-def test_regiondrill_restore_reverts_a_fault_left_by_a_killed_session(lab_process: dict[str, Any], tmp_path: Path) -> None:
+def test_regiondrill_restore_reverts_a_fault_left_by_a_killed_session(
+    lab_process: dict[str, Any], tmp_path: Path
+) -> None:
     report_dir = tmp_path / "reports"
     crash_while_injected(lab_process, tmp_path, report_dir)
     restore = subprocess.run(
-        [sys.executable, "-m", "harness", "restore", "--lab-url", lab_process["info"]["endpoint"],
-         "--report-dir", str(report_dir)],
-        env=environment(lab_process), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "restore",
+            "--lab-url",
+            lab_process["info"]["endpoint"],
+            "--report-dir",
+            str(report_dir),
+        ],
+        env=environment(lab_process),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert restore.returncode == 0, restore.stderr
     assert "restored: invert_health_check" in restore.stdout
@@ -133,14 +166,20 @@ def test_regiondrill_restore_reverts_a_fault_left_by_a_killed_session(lab_proces
     assert Ledger.in_dir(report_dir).outstanding() == []
 
 
-def test_the_next_session_restores_leftovers_before_running(lab_process: dict[str, Any], tmp_path: Path) -> None:
+def test_the_next_session_restores_leftovers_before_running(
+    lab_process: dict[str, Any], tmp_path: Path
+) -> None:
     report_dir = tmp_path / "reports"
     crash_while_injected(lab_process, tmp_path, report_dir)
     survivor = tmp_path / "test_survivor.py"
     survivor.write_text(SURVIVOR)
     result = subprocess.run(
-        pytest_args(lab_process, report_dir, survivor), env=environment(lab_process), cwd=tmp_path,
-        capture_output=True, text=True, timeout=300,
+        pytest_args(lab_process, report_dir, survivor),
+        env=environment(lab_process),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "restored invert_health_check" in result.stdout
@@ -164,8 +203,12 @@ def test_the_next_session_refuses_to_start_when_a_leftover_cannot_be_restored(
     survivor.write_text(SURVIVOR)
     try:
         result = subprocess.run(
-            pytest_args(lab_process, report_dir, survivor), env=environment(lab_process), cwd=tmp_path,
-            capture_output=True, text=True, timeout=300,
+            pytest_args(lab_process, report_dir, survivor),
+            env=environment(lab_process),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode != 0
         assert "refusing to start scenarios" in result.stdout
@@ -175,6 +218,9 @@ def test_the_next_session_refuses_to_start_when_a_leftover_cannot_be_restored(
         # Put the lab back for the other tests (the real fault is still injected).
         info = lab_process["info"]
         boto3.client(
-            "route53", endpoint_url=info["endpoint"], region_name="us-east-1",
-            aws_access_key_id=info["aws_access_key_id"], aws_secret_access_key=info["aws_secret_access_key"],
+            "route53",
+            endpoint_url=info["endpoint"],
+            region_name="us-east-1",
+            aws_access_key_id=info["aws_access_key_id"],
+            aws_secret_access_key=info["aws_secret_access_key"],
         ).update_health_check(HealthCheckId=real_id, Inverted=False)
