@@ -7,15 +7,19 @@ Subcommands:
   stacks delete   delete every stack of a run id
   restore         restore faults an interrupted run left injected (reads the fault ledger)
   config show     print the validated configuration as JSON
+  gate            run the CI gate (`pytest -m gate`) and print a one-screen DR-readiness summary
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -208,6 +212,119 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- gate
+
+GATE_MARKER = "gate"
+_RULE = "=" * 78
+
+
+def _report_dir_from(pytest_args: Sequence[str]) -> Path:
+    """The report directory the pytest run will use (its --report-dir, else env/file/default)."""
+    value = None
+    for index, arg in enumerate(pytest_args):
+        if arg == "--report-dir" and index + 1 < len(pytest_args):
+            value = pytest_args[index + 1]
+        elif arg.startswith("--report-dir="):
+            value = arg.partition("=")[2]
+    cli: dict[str, Any] = {"report_dir": value} if value is not None else {}
+    return Path(load_config(cli, rootdir=Path.cwd()).report_dir)
+
+
+def cmd_gate(pytest_args: Sequence[str]) -> int:
+    """Run `pytest -m gate` with ``pytest_args`` and summarise the DR-readiness report.
+
+    Exit code: pytest's when non-zero; otherwise 1 for a NOT READY verdict, 2 when the run
+    wrote no report (it selected no DR scenario: a gate that checks nothing must not pass).
+    """
+    from harness.report.model import NOT_READY
+
+    report_dir = _report_dir_from(pytest_args)
+    report_json = report_dir / "dr-readiness.json"
+    command = [sys.executable, "-m", "pytest", "-m", GATE_MARKER, *pytest_args]
+    print(f"regiondrill gate: {shlex.join(command)}", flush=True)
+    started = time.time()
+    completed = subprocess.run(command, check=False)
+    elapsed = time.time() - started
+    fresh = report_json.exists() and report_json.stat().st_mtime >= started - 1.0
+    if not fresh:
+        print(_RULE)
+        print(
+            f"regiondrill gate: no DR-readiness report was written to {report_json} "
+            f"(pytest exit {completed.returncode}, {elapsed:.0f} s): the run selected no DR "
+            "scenario, or stopped before the end"
+        )
+        return completed.returncode or 2
+    data = json.loads(report_json.read_text())
+    summary = gate_summary(
+        data,
+        returncode=completed.returncode,
+        elapsed=elapsed,
+        report_html=(report_dir / "dr-readiness.html").resolve(),
+    )
+    for line in summary:
+        print(line)
+    if completed.returncode:
+        return completed.returncode
+    return 1 if data["verdict"]["status"] == NOT_READY else 0
+
+
+def gate_summary(
+    data: dict[str, Any], *, returncode: int, elapsed: float, report_html: Path
+) -> list[str]:
+    """Return the one-screen summary of a DR-readiness report (``dr-readiness.json``)."""
+
+    def rto(summary: dict[str, Any] | None) -> str:
+        if summary is None:
+            return "not measured"
+        if summary["rto_s"] is None:
+            return "did not converge"
+        return f"{summary['rto_s']:.0f} s / {summary['objective_s']:g} s"
+
+    verdict = data["verdict"]
+    run = data["run"]
+    lines = [
+        _RULE,
+        f" regiondrill gate: {verdict['status']}   (pytest exit {returncode}, {elapsed:.0f} s, "
+        f"target {run['target']})",
+        _RULE,
+        f" {verdict['headline']}",
+    ]
+    reasons = verdict["reasons"]
+    for reason in reasons[:8]:
+        mark = "x" if reason["status"] == "NOT READY" else "!"
+        lines.append(f"  {mark} [{reason['status']}] {_clip(reason['message'], 100)}")
+    if len(reasons) > 8:
+        lines.append(f"    ... and {len(reasons) - 8} more reason(s) in the report")
+    lines.append("")
+    lines.append(f" {'region':<16}{'failover':<22}{'failback':<22}status")
+    for region in data["regions"]:
+        lines.append(
+            f" {region['name']:<16}{rto(region['worst_failover']):<22}"
+            f"{rto(region['worst_failback']):<22}{region['status']}"
+        )
+    counts: dict[str, int] = {}
+    for scenario in data["scenarios"]:
+        counts[scenario["outcome"]] = counts.get(scenario["outcome"], 0) + 1
+    lines.append("")
+    lines.append(
+        " scenarios: "
+        + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("passed", "failed", "error", "skipped"))
+    )
+    broken = [s for s in data["scenarios"] if s["outcome"] in ("failed", "error")]
+    for scenario in broken[:5]:
+        lines.append(f"  x {_clip(scenario['nodeid'], 100)}")
+    if len(broken) > 5:
+        lines.append(f"    ... and {len(broken) - 5} more")
+    lines.append(f" report: {report_html}")
+    lines.append(_RULE)
+    return lines
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -261,15 +378,40 @@ def build_parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", help="print the validated configuration as JSON")
     _config_options(show)
     show.set_defaults(func=cmd_config_show)
+
+    gate = commands.add_parser(
+        "gate",
+        help="run the CI gate (pytest -m gate) and print a one-screen DR-readiness summary",
+        description=(
+            "Run `pytest -m gate` (template lint, routing, API, one failover per region) with "
+            "every following argument passed to pytest unchanged (e.g. --target aws, --rto 120, "
+            "--report-dir DIR), then summarise reports/dr-readiness.json. Exit code: pytest's if "
+            "non-zero, 1 if the verdict is NOT READY, 2 if no report was written."
+        ),
+    )
+    gate.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments for pytest")
+    gate.set_defaults(func=lambda args: cmd_gate(args.pytest_args))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
+    given = list(sys.argv[1:] if argv is None else argv)
+    run: Callable[[], int]
+    if given[:1] == ["gate"] and given[1:2] not in (["-h"], ["--help"]):
+        # Everything after `gate` belongs to pytest, options included, which argparse would
+        # otherwise try to interpret.
+        def run() -> int:
+            return cmd_gate(given[1:])
+    else:
+        args = parser.parse_args(given)
+        func: Callable[[argparse.Namespace], int] = args.func
+
+        def run() -> int:
+            return func(args)
+
     try:
-        return func(args)
+        return run()
     except HarnessError as exc:
         print(f"regiondrill: error: {exc}", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.stash[RECORD_KEY] = RunRecord()
     config.pluginmanager.import_plugin("harness.chaos.fixtures")
+    config.pluginmanager.import_plugin("harness.report.pytest_plugin")
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (CI cancelling a job, `kill`) must run the same teardown as Ctrl-C: stacks
         # deleted, faults restored. Python's default would just die.

@@ -9,6 +9,7 @@ expected convergence, so a bastion that is not supposed to move is watched for t
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,7 @@ from harness.chaos.timing import (
 from harness.clock import Clock
 from harness.config import HarnessConfig
 from harness.errors import CommandError, HarnessError
+from harness.report import allure_support
 
 Say = Callable[[str], None]
 
@@ -139,23 +141,36 @@ class Drill:
             for b in self.bastions
         }
         try:
-            failover = self._phase(
-                "failover", fault, region, inject, expectations, model_window, max_window=max_window
-            )
+            with allure_support.step(f"failover of {region} via {fault.KIND}"):
+                failover = self._phase(
+                    "failover",
+                    fault,
+                    region,
+                    inject,
+                    expectations,
+                    model_window,
+                    max_window=max_window,
+                )
         except BaseException:
             if "active" in holder:
                 holder["active"].restore()
             raise
         restore_expectations = {b.instance_id: self._expect([b.region]) for b in self.bastions}
-        failback = self._phase(
-            "failback",
-            fault,
-            region,
-            holder["active"].restore,
-            restore_expectations,
-            failback_window,
+        with allure_support.step(f"failback of {region} via {fault.KIND}"):
+            failback = self._phase(
+                "failback",
+                fault,
+                region,
+                holder["active"].restore,
+                restore_expectations,
+                failback_window,
+            )
+        # The ledger id ties both phases to the fault's inject/restore record in the report.
+        fault_id = holder["active"].id
+        return (
+            dataclasses.replace(failover, fault_id=fault_id),
+            dataclasses.replace(failback, fault_id=fault_id),
         )
-        return failover, failback
 
     def _expect(self, regions: Sequence[str]) -> Expectation:
         return Expectation(
@@ -210,8 +225,12 @@ class Drill:
 
         def probe(bastion: Any) -> None:
             try:
-                result = bastion.executor.run(
-                    build_probe_script(plans[bastion.instance_id]), timeout=timeout
+                result = bastion.run(
+                    build_probe_script(plans[bastion.instance_id]),
+                    timeout=timeout,
+                    # The loop cannot end before its minimum window (after the common start).
+                    expected_duration=windows.min_window
+                    + clock.model_duration(self._delivery_budget()),
                 )
             except CommandError as exc:
                 errors[bastion.instance_id] = str(exc)
@@ -229,7 +248,10 @@ class Drill:
             time.sleep(max(start_wall - time.time(), 0.0))
             clock.sleep(windows.lead)
             event_time = clock.now()
-            event()
+            with allure_support.step(
+                f"{'inject' if phase == 'failover' else 'restore'} {fault.describe()}"
+            ):
+                event()
             ticker.start()
             for future in futures:
                 future.result()
@@ -239,6 +261,7 @@ class Drill:
                 f"{label}: probing failed on " + "; ".join(f"{k}: {v}" for k, v in errors.items())
             )
         measurements = []
+        timelines: list[Timeline] = []
         for bastion in self.bastions:
             timeline: Timeline = parse_probe_output(
                 outputs[bastion.instance_id],
@@ -246,6 +269,7 @@ class Drill:
                 region=bastion.region,
                 clock=clock,
             )
+            timelines.append(timeline)
             measurements.append(
                 analyse(
                     timeline,
@@ -262,6 +286,8 @@ class Drill:
             measurements=tuple(measurements),
             objective=self.config.rto,
             model_window=model_window,
+            timelines=tuple(timelines),
+            address_regions=tuple(sorted(self.address_regions.items())),
         )
         rto = "did not converge" if result.rto is None else f"{result.rto:.1f}s"
         self._say(f"{label}: {rto} (objective {self.config.rto:g}s)")
@@ -269,7 +295,8 @@ class Drill:
 
     def _delivery_budget(self) -> float:
         """Wall seconds allowed for SSM to start a command on every bastion."""
-        return 1.5 if self.sessions.is_lab else 20.0
+        # The lab's agents pick a command up one lab second after it is sent; allow a few.
+        return self.clock.wall_duration(5.0) + 0.2 if self.sessions.is_lab else 20.0
 
     def _progress(self, label: str, done: threading.Event, windows: Windows) -> None:
         started = self.clock.now()

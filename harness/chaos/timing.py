@@ -326,6 +326,11 @@ class PhaseResult:
     objective: float
     model_window: tuple[float, float] | None = None  # lab analytic prediction of the DNS flip
     notes: tuple[str, ...] = field(default=())
+    # Evidence for the report's timeline charts: what each probe loop saw, which region each
+    # DNS answer belongs to, and the fault ledger id of the fault whose inject/restore this is.
+    timelines: tuple[Timeline, ...] = field(default=())
+    address_regions: tuple[tuple[str, str], ...] = field(default=())  # (address, region)
+    fault_id: str = ""
 
     @property
     def converged(self) -> bool:

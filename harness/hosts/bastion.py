@@ -21,6 +21,7 @@ from harness.errors import CloudError, CommandError, ConfigError
 from harness.hosts.base import CommandResult, Executor, run_expect
 from harness.probes.curl import DEFAULT_WRITE_OUT, CurlResult, build_curl_command, parse_curl
 from harness.probes.dig import DigQuery, DigResult, parse_dig
+from harness.report import allure_support
 
 if TYPE_CHECKING:
     import paramiko
@@ -72,6 +73,13 @@ class Bastion:
         __tracebackhide__ = True
         return run_expect(self.executor, command, rc=rc, timeout=timeout)
 
+    def _probe(self, tool: str, command: str, timeout: float) -> CommandResult:
+        # Scenario evidence: each probe is an allure step with the tool's raw output attached.
+        with allure_support.step(f"{tool} on {self.instance_id} ({self.region})"):
+            result = self.run(command, timeout)
+            allure_support.attach_command(tool, command, result.stdout, result.stderr, result.rc)
+        return result
+
     def dig(
         self,
         name: str,
@@ -106,7 +114,7 @@ class Bastion:
         if timeout is None:
             worst = (time or _DIG_DEFAULT_TIME) * (tries or _DIG_DEFAULT_TRIES)
             timeout = worst + _PROBE_SLACK
-        result = self.run(query.command(), timeout)
+        result = self._probe("dig", query.command(), timeout)
         return parse_dig(
             result.stdout, short=short, rc=result.rc, rdtype=query.rdtype, stderr=result.stderr
         )
@@ -146,7 +154,7 @@ class Bastion:
         )
         if timeout is None:
             timeout = (max_time or DEFAULT_TIMEOUT) + _PROBE_SLACK
-        result = self.run(command, timeout)
+        result = self._probe("curl", command, timeout)
         return parse_curl(result.stdout, result.stderr, result.rc, write_out=write_out)
 
 
