@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +38,7 @@ _SIGNING_TO_SERVICE = {
     "elasticloadbalancing": "elbv2",
     "execute-api": "apigateway",
 }
+SLOW_CALL = 0.2  # wall seconds an API call may hold the state lock before it is logged
 _READ_PREFIXES = ("Describe", "List", "Get", "Search", "Lookup", "Test", "Validate", "Estimate")
 
 Handler = Callable[["LabRequest"], "LabResponse | None"]
@@ -256,12 +258,17 @@ class Gateway:
         self.calls[(service, operation)] += 1
         handler = self._overlays.get((service, operation))
         with self._lock:
+            started = time.perf_counter()
             response = handler(request) if handler is not None else None
             if response is None:
                 response = self._call_moto(environ, raw)
             if request.is_mutating and response.status < 300:
                 self._changed(request, response.status)
-            return _send(start_response, response)
+            held = time.perf_counter() - started
+        if held > SLOW_CALL:
+            # Every data-plane path waits for this lock: a slow call shows up as a lab stall.
+            log.warning("lab API call %s:%s held the state lock for %.2fs", service, operation, held)
+        return _send(start_response, response)
 
     def _call_moto(self, environ: dict, raw: bytes) -> LabResponse:
         """Run moto's application on the request and capture its response."""
