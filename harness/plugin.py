@@ -197,7 +197,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if record is None:
         return
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        result = report.outcome if report.when == "call" else ("skipped" if report.skipped else "error")
+        result = (
+            report.outcome if report.when == "call" else ("skipped" if report.skipped else "error")
+        )
         message = ""
         if report.longrepr is not None and result != "passed":
             crash = getattr(report.longrepr, "reprcrash", None)
@@ -227,7 +229,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if record.findings:
         terminalreporter.section("regiondrill: findings")
         for finding in record.findings:
-            terminalreporter.write_line(f"[{finding.severity}] {finding.title}: {finding.explanation}")
+            terminalreporter.write_line(
+                f"[{finding.severity}] {finding.title}: {finding.explanation}"
+            )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -18,7 +18,9 @@ def test_every_vpc_reaches_the_api_over_verified_tls(
     nodes = load_balancer_nodes(target.sessions, deployment)
     for bastion in bastions:
         result = bastion.curl(url, max_time=10)
-        assert result.ok, f"{bastion.instance_id}: curl {url} failed: exit {result.exit_code} ({result.exit_meaning}) {result.stderr_message}"
+        assert result.ok, (
+            f"{bastion.instance_id}: curl {url} failed: exit {result.exit_code} ({result.exit_meaning}) {result.stderr_message}"
+        )
         assert result.region == bastion.region
         event = result.json["event"]
         context = event["requestContext"]
@@ -32,4 +34,5 @@ def test_every_vpc_reaches_the_api_over_verified_tls(
 
 def test_an_unmapped_path_is_refused_like_api_gateway(bastions: Any, harness_config: Any) -> None:
     result = bastions[0].curl(f"https://{harness_config.domain}/not-mapped", max_time=10)
-    assert result.exit_code == 0 and result.http_code == 403
+    assert result.exit_code == 0
+    assert result.http_code == 403

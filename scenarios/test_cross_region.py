@@ -14,7 +14,9 @@ from harness.chaos.drill import load_balancer_nodes
 pytestmark = [pytest.mark.cross_region]
 
 
-def test_each_bastion_reaches_every_other_regions_api(bastions: Any, deployment: Any, target: Any, harness_config: Any) -> None:
+def test_each_bastion_reaches_every_other_regions_api(
+    bastions: Any, deployment: Any, target: Any, harness_config: Any
+) -> None:
     nodes = load_balancer_nodes(target.sessions, deployment)
     failures = []
     for bastion in bastions:

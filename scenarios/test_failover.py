@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.failover, pytest.mark.destructive]
 def check(phase: PhaseResult, interval: float) -> None:
     __tracebackhide__ = True
     slow = [m for m in phase.measurements if not m.converged]
-    assert not slow, f"{phase.phase} of {phase.region} ({phase.fault}) never converged on " + ", ".join(
-        f"{m.bastion} ({m.region}): saw {m.regions_seen}" for m in slow
+    assert not slow, (
+        f"{phase.phase} of {phase.region} ({phase.fault}) never converged on "
+        + ", ".join(f"{m.bastion} ({m.region}): saw {m.regions_seen}" for m in slow)
     )
     assert phase.within_objective, (
         f"{phase.phase} of {phase.region} ({phase.fault}) took {phase.rto:.1f}s, over the "
@@ -33,7 +34,11 @@ def check(phase: PhaseResult, interval: float) -> None:
     if phase.model_window is not None and phase.dns_flip is not None:
         earliest, latest = phase.model_window
         # Only clients of the region that went down (or came back) move; others stay put.
-        flips = [m.dns_flip for m in phase.measurements if m.region == phase.region and m.dns_flip is not None]
+        flips = [
+            m.dns_flip
+            for m in phase.measurements
+            if m.region == phase.region and m.dns_flip is not None
+        ]
         assert flips, f"no bastion in {phase.region} was measured"
         for flip in flips:
             assert earliest - interval <= flip <= latest + interval, (
@@ -42,8 +47,16 @@ def check(phase: PhaseResult, interval: float) -> None:
             )
 
 
-def drill_region(region: str, fault: faults.Fault, drill: Any, target: Any, deployment: Any,
-                 harness_config: Any, run_record: Any, request: pytest.FixtureRequest) -> None:
+def drill_region(
+    region: str,
+    fault: faults.Fault,
+    drill: Any,
+    target: Any,
+    deployment: Any,
+    harness_config: Any,
+    run_record: Any,
+    request: pytest.FixtureRequest,
+) -> None:
     windows = model_windows(target, deployment, region, fault.KIND)
     failover, failback = drill.failover(
         fault,
@@ -59,16 +72,44 @@ def drill_region(region: str, fault: faults.Fault, drill: Any, target: Any, depl
 
 @pytest.mark.gate
 def test_failover_when_the_health_check_is_inverted(
-    region: str, drill: Any, chaos: Any, target: Any, deployment: Any, harness_config: Any,
-    run_record: Any, request: pytest.FixtureRequest,
+    region: str,
+    drill: Any,
+    chaos: Any,
+    target: Any,
+    deployment: Any,
+    harness_config: Any,
+    run_record: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
-    drill_region(region, faults.invert_health_check(deployment, region), drill, target,
-                 deployment, harness_config, run_record, request)
+    drill_region(
+        region,
+        faults.invert_health_check(deployment, region),
+        drill,
+        target,
+        deployment,
+        harness_config,
+        run_record,
+        request,
+    )
 
 
 def test_failover_when_the_targets_fail_their_health_checks(
-    region: str, drill: Any, chaos: Any, target: Any, deployment: Any, harness_config: Any,
-    run_record: Any, request: pytest.FixtureRequest,
+    region: str,
+    drill: Any,
+    chaos: Any,
+    target: Any,
+    deployment: Any,
+    harness_config: Any,
+    run_record: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
-    drill_region(region, faults.fail_targets(deployment, region), drill, target,
-                 deployment, harness_config, run_record, request)
+    drill_region(
+        region,
+        faults.fail_targets(deployment, region),
+        drill,
+        target,
+        deployment,
+        harness_config,
+        run_record,
+        request,
+    )

@@ -18,7 +18,12 @@ pytestmark = [pytest.mark.failover, pytest.mark.destructive]
 
 
 def test_blackholed_peering_strands_the_clients_of_a_failed_region(
-    drill: Any, chaos: Any, deployment: Any, target: Any, harness_config: Any, run_record: Any,
+    drill: Any,
+    chaos: Any,
+    deployment: Any,
+    target: Any,
+    harness_config: Any,
+    run_record: Any,
     request: pytest.FixtureRequest,
 ) -> None:
     lost, survivor = deployment.region_names[0], deployment.region_names[1]
@@ -29,7 +34,9 @@ def test_blackholed_peering_strands_the_clients_of_a_failed_region(
     windows = model_windows(target, deployment, lost, fault.KIND)
     # Stranded clients never converge: watch until DNS must have moved (the model's latest
     # time, else the objective) plus a margin, instead of 1.5x the objective.
-    horizon = (windows[0][1] if windows else harness_config.rto) + 20 * harness_config.probe_interval
+    horizon = (
+        windows[0][1] if windows else harness_config.rto
+    ) + 20 * harness_config.probe_interval
     failover, failback = drill.failover(fault, max_window=horizon)
     run_record.add_phase(request.node.nodeid, failover)
     run_record.add_phase(request.node.nodeid, failback)

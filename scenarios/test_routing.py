@@ -29,7 +29,9 @@ def test_each_vpc_resolves_the_api_to_its_own_region(
     for bastion in bastions:
         answer = bastion.dig(harness_config.domain, short=True, time=2, tries=2)
         regions = sorted({by_address.get(a, f"unknown {a}") for a in answer.addresses})
-        matrix.setdefault(bastion.region, {})[bastion.instance_id] = ",".join(regions) or "no answer"
+        matrix.setdefault(bastion.region, {})[bastion.instance_id] = (
+            ",".join(regions) or "no answer"
+        )
         assert set(answer.addresses) == set(nodes[bastion.region]), (
             f"{bastion.instance_id} in {bastion.region} resolved {harness_config.domain} to "
             f"{answer.addresses} ({regions}); expected its own region's NLB {nodes[bastion.region]}"

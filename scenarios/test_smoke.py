@@ -22,7 +22,9 @@ def test_every_stack_of_the_set_is_complete(deployment: Any, target: Any) -> Non
         )
 
 
-def test_every_region_has_an_online_bastion_in_each_availability_zone(deployment: Any, bastions: Any) -> None:
+def test_every_region_has_an_online_bastion_in_each_availability_zone(
+    deployment: Any, bastions: Any
+) -> None:
     for region in deployment.regions:
         mine = [b for b in bastions if b.region == region.name]
         assert sorted(b.instance_id for b in mine) == sorted(region.bastion_ids)

@@ -35,14 +35,29 @@ def parameters_from_api(
     plan = deployment.region(region)
     elb = sessions.client("elbv2", region)
     with aws_call(f"DescribeTargetGroups {plan.target_group_arn}", region):
-        group = elb.describe_target_groups(TargetGroupArns=[plan.target_group_arn])["TargetGroups"][0]
-        targets = elb.describe_target_health(TargetGroupArn=plan.target_group_arn)["TargetHealthDescriptions"]
+        group = elb.describe_target_groups(TargetGroupArns=[plan.target_group_arn])["TargetGroups"][
+            0
+        ]
+        targets = elb.describe_target_health(TargetGroupArn=plan.target_group_arn)[
+            "TargetHealthDescriptions"
+        ]
     with aws_call(f"DescribeAlarms {plan.alarm_name}", region):
-        alarm = sessions.client("cloudwatch", region).describe_alarms(AlarmNames=[plan.alarm_name])["MetricAlarms"][0]
+        alarm = sessions.client("cloudwatch", region).describe_alarms(AlarmNames=[plan.alarm_name])[
+            "MetricAlarms"
+        ][0]
     route53 = sessions.global_client("route53")
     with aws_call(f"ListResourceRecordSets {deployment.zone_id}"):
-        records = route53.list_resource_record_sets(HostedZoneId=deployment.zone_id)["ResourceRecordSets"]
-    record = next((r for r in records if r.get("SetIdentifier") == region and r.get("HealthCheckId") == plan.health_check_id), None)
+        records = route53.list_resource_record_sets(HostedZoneId=deployment.zone_id)[
+            "ResourceRecordSets"
+        ]
+    record = next(
+        (
+            r
+            for r in records
+            if r.get("SetIdentifier") == region and r.get("HealthCheckId") == plan.health_check_id
+        ),
+        None,
+    )
     alias = (record or {}).get("AliasTarget")
     return FailoverParameters(
         region=region,

@@ -106,9 +106,9 @@ def _start_at(plan: ProbePlan) -> str:
     if plan.start_at is None:
         return ""
     return (
-        f"go={int(round(plan.start_at * 1_000_000))}; wait=$((go - ${{EPOCHREALTIME/./}}))\n"
+        f"go={round(plan.start_at * 1_000_000)}; wait=$((go - ${{EPOCHREALTIME/./}}))\n"
         "if [ \"$wait\" -gt 0 ]; then printf -v w '%d.%06d' $((wait / 1000000)) $((wait % 1000000)); "
-        "read -rt \"$w\" -u 9 || true; fi\n"
+        'read -rt "$w" -u 9 || true; fi\n'
     )
 
 
@@ -277,11 +277,7 @@ def analyse(
     api_recovery = _stable_from(after, api_ok, event_time)
     failures = [s for s in after if not s.ok]
     answering = [_answer_region(s, region_of_address) for s in after]
-    flaps = sum(
-        1
-        for previous, current in itertools.pairwise(answering)
-        if previous != current
-    )
+    flaps = sum(1 for previous, current in itertools.pairwise(answering) if previous != current)
     converged = dns_flip is not None and api_recovery is not None
     return BastionMeasurement(
         bastion=timeline.bastion,

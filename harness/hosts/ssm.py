@@ -581,7 +581,10 @@ class SsmExecutor(Executor):
                 raise ConfigError(f"instance {member.instance_id} appears twice in one SSM fan-out")
             seen.add(member.instance_id)
         return gather(
-            (functools.partial(cls._run_group, group, command, timeout) for group in groups.values()),
+            (
+                functools.partial(cls._run_group, group, command, timeout)
+                for group in groups.values()
+            ),
             total=len(members),
             what="instance(s) did not run the command",
         )

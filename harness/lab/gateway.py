@@ -267,7 +267,9 @@ class Gateway:
             held = time.perf_counter() - started
         if held > SLOW_CALL:
             # Every data-plane path waits for this lock: a slow call shows up as a lab stall.
-            log.warning("lab API call %s:%s held the state lock for %.2fs", service, operation, held)
+            log.warning(
+                "lab API call %s:%s held the state lock for %.2fs", service, operation, held
+            )
         return _send(start_response, response)
 
     def _call_moto(self, environ: dict, raw: bytes) -> LabResponse:

@@ -65,6 +65,8 @@ class Component(Protocol):
 
     def stop(self) -> None:
         """Stop serving and release everything."""
+
+
 _active_lock = threading.Lock()
 _active: Lab | None = None
 
@@ -262,7 +264,9 @@ class Lab:
             self.components[component.name] = component
             component.start()
             self._stoppers.append(component.stop)
-        self._reconciler = threading.Thread(target=self._reconcile_loop, name="lab-reconciler", daemon=True)
+        self._reconciler = threading.Thread(
+            target=self._reconcile_loop, name="lab-reconciler", daemon=True
+        )
         self._reconciler.start()
         self._stoppers.append(self._stop_reconciler)
         self.notify_changed()
@@ -434,7 +438,10 @@ class Lab:
             return [json.dumps(payload).encode()]
         if path == "/_lab/stats":
             assert self.gateway is not None
-            calls = {f"{service}:{operation}": count for (service, operation), count in self.gateway.calls.items()}
+            calls = {
+                f"{service}:{operation}": count
+                for (service, operation), count in self.gateway.calls.items()
+            }
             start_response("200 OK", [("Content-Type", "application/json")])
             return [json.dumps({"calls": calls, "state_version": self.state_version}).encode()]
         start_response("404 Not Found", [("Content-Type", "application/json")])

@@ -102,10 +102,14 @@ class Rule:
         if self.protocol not in ("-1", "all", protocol):
             return False
         if (
-            self.protocol not in ("-1", "all")
-            and self.from_port is not None
-            and self.to_port is not None
-        ) and self.from_port != -1 and not self.from_port <= port <= self.to_port:
+            (
+                self.protocol not in ("-1", "all")
+                and self.from_port is not None
+                and self.to_port is not None
+            )
+            and self.from_port != -1
+            and not self.from_port <= port <= self.to_port
+        ):
             return False
         return any(peer in cidr for cidr in self.cidrs) or bool(
             peer_groups.intersection(self.group_ids)

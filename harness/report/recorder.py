@@ -76,8 +76,16 @@ def rto_table(record: RunRecord) -> list[str]:
     for _, phase in record.phases:
         rto = "—" if phase.rto is None else f"{phase.rto:.1f}"
         flip = "—" if phase.dns_flip is None else f"{phase.dns_flip:.1f}"
-        model = "—" if phase.model_window is None else f"{phase.model_window[0]:.0f}..{phase.model_window[1]:.0f}"
-        verdict = "ok" if phase.within_objective else ("DID NOT CONVERGE" if phase.rto is None else "OVER OBJECTIVE")
+        model = (
+            "—"
+            if phase.model_window is None
+            else f"{phase.model_window[0]:.0f}..{phase.model_window[1]:.0f}"
+        )
+        verdict = (
+            "ok"
+            if phase.within_objective
+            else ("DID NOT CONVERGE" if phase.rto is None else "OVER OBJECTIVE")
+        )
         lines.append(
             f"{phase.phase:<9} {phase.region:<15} {phase.fault:<24} {rto:>8} {flip:>9} {model:>13} "
             f"{phase.objective:>9g}  {verdict}"

@@ -47,7 +47,9 @@ def test_aws_target_uses_the_standard_chain_real_time_and_adaptive_retries(
         {"target": "aws", "regions": "us-east-1,us-west-2", "certificate_arns": ARNS}, environ={}
     )
     target = open_target(config)
-    assert target.name == "aws" and target.clock == REAL_TIME and target.lab is None
+    assert target.name == "aws"
+    assert target.clock == REAL_TIME
+    assert target.lab is None
     client = target.sessions.client("cloudformation", "us-west-2")
     assert client.meta.endpoint_url == "https://cloudformation.us-west-2.amazonaws.com"
     assert client.meta.config.retries["mode"] == "adaptive"

@@ -293,12 +293,8 @@ def test_deploys_n_regions_with_correct_wiring_and_teardown_leaves_nothing(
             alarm = sessions.client("cloudwatch", region.name).describe_alarms(
                 AlarmNames=[region.alarm_name]
             )["MetricAlarms"][0]
-            assert (
-                alarm["MetricName"] == "HealthyHostCount"
-            )
-            assert (
-                alarm["Namespace"] == "AWS/NetworkELB"
-            )
+            assert alarm["MetricName"] == "HealthyHostCount"
+            assert alarm["Namespace"] == "AWS/NetworkELB"
             dimensions = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
             assert dimensions["LoadBalancer"] == region.load_balancer_full_name
             assert region.target_group_arn.endswith(dimensions["TargetGroup"])

@@ -135,7 +135,8 @@ def crash_while_injected(lab: dict[str, Any], tmp: Path, report_dir: Path) -> No
     process.wait(timeout=30)
     ready.unlink()
     [entry] = Ledger.in_dir(report_dir).outstanding()
-    assert entry.kind == "invert_health_check" and entry.state == "injected"
+    assert entry.kind == "invert_health_check"
+    assert entry.state == "injected"
     assert health_check_inverted(lab), "the fault outlived its session"
 
 

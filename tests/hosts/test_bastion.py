@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 import pytest
 from botocore.stub import Stubber
 
-from harness.aws import templates
 from harness.aws.session import SessionFactory
 from harness.clock import Clock
 from harness.errors import CommandError, CommandTimeout, ConfigError

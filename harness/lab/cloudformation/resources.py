@@ -92,7 +92,12 @@ class Instance(_LabModel, CloudFormationModel):
 
     @classmethod
     def create_from_cloudformation_json(
-        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+        cls,
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
     ) -> Any:
         props = cloudformation_json["Properties"]
         backend = ec2_backends[account_id][region_name]
@@ -889,7 +894,8 @@ class TargetGroup(_LabModel, CloudFormationModel):
             tags=[{"Key": t["Key"], "Value": t["Value"]} for t in props.get("Tags", [])],
         )
         targets = [
-            {"Id": t["Id"], "Port": int(t.get("Port") or port or 0)} for t in props.get("Targets", [])
+            {"Id": t["Id"], "Port": int(t.get("Port") or port or 0)}
+            for t in props.get("Targets", [])
         ]
         if targets:
             backend.register_targets(group.arn, targets)
