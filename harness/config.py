@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     import pytest
 
 __all__ = [
+    "DEFAULT_CHAOS_EXAMPLES",
+    "DEFAULT_CHAOS_STEPS",
     "DEFAULT_DOMAIN",
     "DEFAULT_LAB_SPEED",
     "DEFAULT_PROBE_INTERVAL",
@@ -87,6 +89,10 @@ DEFAULT_STACK_PREFIX = "regiondrill"
 DEFAULT_RTO = 300.0
 DEFAULT_PROBE_INTERVAL = 1.0
 DEFAULT_REPORT_DIR = "reports"
+# The randomised chaos run (scenarios/test_chaos.py) is part of the default test command, so its
+# default size is what CI affords: a few fault sequences of a few steps each.
+DEFAULT_CHAOS_EXAMPLES = 2
+DEFAULT_CHAOS_STEPS = 4
 
 # Field name -> environment variable. Only these are read; other REGIONDRILL_* names are ignored.
 ENV_VARS: Mapping[str, str] = types.MappingProxyType(
@@ -106,6 +112,9 @@ ENV_VARS: Mapping[str, str] = types.MappingProxyType(
         "lab_speed": "REGIONDRILL_LAB_SPEED",
         "lab_url": "REGIONDRILL_LAB_URL",
         "report_dir": "REGIONDRILL_REPORT_DIR",
+        "chaos_seed": "REGIONDRILL_CHAOS_SEED",
+        "chaos_examples": "REGIONDRILL_CHAOS_EXAMPLES",
+        "chaos_steps": "REGIONDRILL_CHAOS_STEPS",
     }
 )
 
@@ -137,6 +146,9 @@ _DEFAULTS: Mapping[str, object] = types.MappingProxyType(
         "lab_speed": DEFAULT_LAB_SPEED,
         "lab_url": None,
         "report_dir": DEFAULT_REPORT_DIR,
+        "chaos_seed": None,
+        "chaos_examples": DEFAULT_CHAOS_EXAMPLES,
+        "chaos_steps": DEFAULT_CHAOS_STEPS,
     }
 )
 
@@ -232,6 +244,9 @@ class HarnessConfig:
     lab_speed: float = DEFAULT_LAB_SPEED
     lab_url: str | None = None
     report_dir: pathlib.Path = pathlib.Path(DEFAULT_REPORT_DIR)
+    chaos_seed: int | None = None  # None: the chaos run picks a seed and prints it
+    chaos_examples: int = DEFAULT_CHAOS_EXAMPLES
+    chaos_steps: int = DEFAULT_CHAOS_STEPS
     _origins: Mapping[str, str] = field(
         default_factory=dict, repr=False, compare=False, kw_only=True
     )
@@ -297,6 +312,9 @@ class HarnessConfig:
             "lab_speed": self.lab_speed,
             "lab_url": self.lab_url,
             "report_dir": str(self.report_dir),
+            "chaos_seed": self.chaos_seed,
+            "chaos_examples": self.chaos_examples,
+            "chaos_steps": self.chaos_steps,
         }
 
     def _where(self, *keys: str) -> str:
@@ -370,6 +388,13 @@ def _check_positive(value: object, where: str, what: str) -> None:
         or value <= 0
     ):
         _fail(where, f"{what} {value!r} must be a positive finite number")
+
+
+def _check_integer(value: object, where: str, what: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(where, f"{what} {value!r} must be a whole number")
+    if value < minimum:
+        _fail(where, f"{what} {value!r} must be at least {minimum}")
 
 
 def _check_network(value: object, where: str, what: str) -> ipaddress.IPv4Network:
@@ -531,6 +556,10 @@ def _validate(config: HarnessConfig) -> None:
             _fail(where(flag), f"{flag} must be true or false, got {getattr(config, flag)!r}")
     if not isinstance(config.report_dir, pathlib.Path):
         _fail(where("report_dir"), f"report dir {config.report_dir!r} must be a pathlib.Path")
+    if config.chaos_seed is not None:
+        _check_integer(config.chaos_seed, where("chaos_seed"), "chaos seed", minimum=0)
+    _check_integer(config.chaos_examples, where("chaos_examples"), "chaos examples", minimum=1)
+    _check_integer(config.chaos_steps, where("chaos_steps"), "chaos steps", minimum=1)
 
 
 # --------------------------------------------------------------------------- sources
@@ -678,6 +707,18 @@ def _parse_number(given: _Given) -> float:
         except ValueError:
             _fail(given.where, f"{value!r} is not a number")
     _type_error(given.where, value, "a number")
+
+
+def _parse_integer(given: _Given) -> int:
+    value = given.value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and given.textual:
+        try:
+            return int(value.strip())
+        except ValueError:
+            _fail(given.where, f"{value!r} is not a whole number")
+    _type_error(given.where, value, "a whole number")
 
 
 def _parse_string(given: _Given) -> str:
@@ -836,6 +877,11 @@ def _build(
         lab_speed=_parse_number(resolved["lab_speed"]),
         lab_url=lab_url,
         report_dir=report_dir,
+        chaos_seed=(
+            None if resolved["chaos_seed"].value is None else _parse_integer(resolved["chaos_seed"])
+        ),
+        chaos_examples=_parse_integer(resolved["chaos_examples"]),
+        chaos_steps=_parse_integer(resolved["chaos_steps"]),
         _origins=origins,
     )
 
@@ -903,6 +949,13 @@ _HELP: Mapping[str, tuple[str, str]] = types.MappingProxyType(
             "attach to a running lab (http(s)://127.x.y.z:port) instead of starting one; lab only",
         ),
         "report_dir": ("DIR", "where reports go, relative to the rootdir"),
+        "chaos_seed": (
+            "N",
+            "seed of the randomised chaos run, to replay one exactly; without it a seed is "
+            "picked and printed",
+        ),
+        "chaos_examples": ("N", "fault sequences the randomised chaos run tries"),
+        "chaos_steps": ("N", "fault steps per sequence in the randomised chaos run"),
     }
 )
 
@@ -923,6 +976,8 @@ def add_pytest_options(parser: pytest.Parser) -> None:
             shown = "none"
         elif name == "lab_url":
             shown = "start a lab"
+        elif name == "chaos_seed":
+            shown = "random"
         elif isinstance(default, bool):
             shown = "off"
         elif isinstance(default, float):

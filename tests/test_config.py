@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.config import (
+    DEFAULT_CHAOS_EXAMPLES,
+    DEFAULT_CHAOS_STEPS,
     DEFAULT_LAB_SPEED,
     DEFAULT_REGIONS,
     ENV_VARS,
@@ -103,6 +105,9 @@ def test_defaults_give_the_documented_plan(tmp_path: pathlib.Path) -> None:
     assert config.lab_speed == DEFAULT_LAB_SPEED
     assert config.lab_url is None
     assert config.report_dir == tmp_path / "reports"
+    # No seed: the chaos run picks one and prints it; the size is sized for CI.
+    assert (config.chaos_seed, config.chaos_examples, config.chaos_steps) == (None, 2, 4)
+    assert (DEFAULT_CHAOS_EXAMPLES, DEFAULT_CHAOS_STEPS) == (2, 4)
 
 
 def test_default_cidrs_follow_region_position() -> None:
@@ -292,6 +297,9 @@ def test_to_dict_is_json_and_keyed_like_the_file(tmp_path: pathlib.Path) -> None
         ),
         ("stage", "cli", "env", "file", "dev", str),
         ("keep_stacks", False, "yes", True, False, bool),
+        ("chaos_seed", "42", "41", 40, None, int),
+        ("chaos_examples", "9", "8", 7, DEFAULT_CHAOS_EXAMPLES, int),
+        ("chaos_steps", " 12 ", "11", 10, DEFAULT_CHAOS_STEPS, int),
         (
             "domain",
             "a.internal.example.com",
@@ -657,6 +665,28 @@ LONG_LABEL = "a" * 64
         ),
         pytest.param({"rto": True}, ["--rto", "True", "bool"], id="rto-bool"),
         pytest.param(
+            {"chaos_seed": "-1"},
+            ["--chaos-seed", "chaos seed -1", "at least 0"],
+            id="seed-negative",
+        ),
+        pytest.param(
+            {"chaos_seed": "0x1f"}, ["--chaos-seed", "'0x1f'", "not a whole number"], id="seed-hex"
+        ),
+        pytest.param(
+            {"chaos_examples": "0"},
+            ["--chaos-examples", "chaos examples 0", "at least 1"],
+            id="examples-zero",
+        ),
+        pytest.param(
+            {"chaos_examples": "2.5"},
+            ["--chaos-examples", "'2.5'", "not a whole number"],
+            id="examples-fraction",
+        ),
+        pytest.param(
+            {"chaos_steps": "-3"}, ["--chaos-steps", "chaos steps -3", "at least 1"], id="steps-neg"
+        ),
+        pytest.param({"chaos_steps": True}, ["--chaos-steps", "True", "(bool)"], id="steps-bool"),
+        pytest.param(
             {"target_region": "x"}, ["unknown option 'target_region'"], id="unknown-option"
         ),
     ],
@@ -690,6 +720,14 @@ def test_bad_option_names_value_and_option(
         (
             {"REGIONDRILL_TARGET": "aws", "REGIONDRILL_LAB_URL": "http://127.0.0.1:1"},
             ["REGIONDRILL_LAB_URL", "'http://127.0.0.1:1'"],
+        ),
+        (
+            {"REGIONDRILL_CHAOS_SEED": "seven"},
+            ["REGIONDRILL_CHAOS_SEED", "'seven'", "not a whole number"],
+        ),
+        (
+            {"REGIONDRILL_CHAOS_STEPS": "0"},
+            ["REGIONDRILL_CHAOS_STEPS", "chaos steps 0", "at least 1"],
         ),
         (
             {"REGIONDRILL_CERTIFICATE_ARNS": "us-east-1"},
@@ -861,6 +899,19 @@ def cidrs(vpc: str, a: str, b: str) -> str:
             id="lab-outside-10-8",
         ),
         pytest.param("rto = [\n", ["regiondrill.toml", "not valid TOML"], id="invalid-toml"),
+        pytest.param(
+            "chaos_examples = 2.0\n",
+            ["chaos_examples in", "regiondrill.toml", "expected a whole number", "2.0", "(float)"],
+            id="examples-float",
+        ),
+        pytest.param(
+            'chaos_seed = "7"\n',
+            ["chaos_seed in", "expected a whole number", "'7'", "(str)"],
+            id="seed-string",
+        ),
+        pytest.param(
+            "chaos_steps = 0\n", ["chaos_steps in", "chaos steps 0", "at least 1"], id="steps-zero"
+        ),
     ],
 )
 def test_bad_config_file_names_key_value_and_file(
@@ -925,6 +976,10 @@ def test_direct_construction_is_validated() -> None:
         HarnessConfig(target="lab", regions=good.regions, domain="API.internal.example.com")
     with pytest.raises(ConfigError, match=r"keep_stacks must be true or false, got 'yes'"):
         HarnessConfig(target="lab", regions=good.regions, keep_stacks="yes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"chaos_steps: chaos steps 0 must be at least 1"):
+        HarnessConfig(target="lab", regions=good.regions, chaos_steps=0)
+    with pytest.raises(ConfigError, match=r"chaos_seed: chaos seed 1.5 must be a whole number"):
+        HarnessConfig(target="lab", regions=good.regions, chaos_seed=1.5)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- properties
@@ -995,7 +1050,11 @@ def valid_settings(draw: st.DrawFn) -> dict[str, object]:
         "rto": rto,
         "probe_interval": interval,
         "report_dir": draw(st.sampled_from(["reports", "out/drill", "/tmp/regiondrill-reports"])),
+        "chaos_examples": draw(st.integers(1, 1000)),
+        "chaos_steps": draw(st.integers(1, 1000)),
     }
+    if draw(st.booleans()):
+        settings_["chaos_seed"] = draw(st.integers(0, 2**63 - 1))
     if target == "lab":
         settings_["lab_speed"] = draw(st.floats(0.01, 1000, allow_nan=False, allow_infinity=False))
         if draw(st.booleans()):
@@ -1131,6 +1190,7 @@ def test_pytest_options_reach_the_config(
         "--rto", "90", "--probe-interval", "0.5",
         "--no-keep-stacks", "--allow-destructive",
         "--report-dir", "out",
+        "--chaos-seed", "1234", "--chaos-examples", "5",
     )  # fmt: skip
     result.assert_outcomes(passed=1)
     data = shown(result)
@@ -1147,6 +1207,7 @@ def test_pytest_options_reach_the_config(
         "fromenv",
     )
     assert data["report_dir"] == str(drill.path / "out")
+    assert (data["chaos_seed"], data["chaos_examples"], data["chaos_steps"]) == (1234, 5, 4)
 
 
 def test_pytest_without_options_uses_rootdir_file(drill: pytest.Pytester) -> None:
@@ -1192,5 +1253,9 @@ def test_pytest_help_states_defaults(drill: pytest.Pytester) -> None:
         "default: 300",
         "default: 20",
         "REGIONDRILL_PROBE_INTERVAL",
+        "--chaos-seed=N",
+        "default: random; env REGIONDRILL_CHAOS_SEED",
+        "--chaos-steps=N",
+        "default: 4; env REGIONDRILL_CHAOS_STEPS",
     ]:
         assert expected in text, expected
