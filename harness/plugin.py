@@ -103,9 +103,13 @@ def target(harness_config: HarnessConfig, pytestconfig: pytest.Config) -> Iterat
 
 @pytest.fixture(scope="session")
 def deployment(
-    harness_config: HarnessConfig, target: Target, pytestconfig: pytest.Config
+    harness_config: HarnessConfig, target: Target, fault_ledger: Any, pytestconfig: pytest.Config
 ) -> Iterator[Deployment]:
-    """The stack set for the configured regions, torn down at the end unless --keep-stacks."""
+    """The stack set for the configured regions, in service, torn down unless --keep-stacks.
+
+    Faults left by an interrupted run are restored first (``fault_ledger``); then the stacks are
+    deployed (or attached) and the session waits for the steady state (harness.aws.readiness).
+    """
     from harness.aws.stacks import StackSetDeployer
 
     say = progress_writer(pytestconfig)
@@ -117,6 +121,7 @@ def deployment(
             _teardown(deployer, say)
         raise
     try:
+        _wait_in_service(deployed, target, harness_config, say)
         yield deployed
     finally:
         if harness_config.keep_stacks:
@@ -124,6 +129,26 @@ def deployment(
             say(f"--keep-stacks: leaving {created} stack(s) of run {deployed.run_id} in place")
         else:
             _teardown(deployer, say)
+
+
+def _wait_in_service(deployed: Deployment, target: Target, config: HarnessConfig, say: Say) -> None:
+    """Hold the scenarios until the deployment is in its steady state (harness.aws.readiness)."""
+    from harness.aws import readiness
+
+    if target.lab_info is not None:
+        settle = float(target.lab_info.extra.get("health_propagation", 10.0))
+    else:
+        settle = readiness.AWS_PROPAGATION
+    took = readiness.wait_in_service(
+        target.sessions,
+        deployed,
+        clock=target.clock,
+        settle=settle + config.probe_interval,
+        timeout=readiness.IN_SERVICE_TIMEOUT["lab" if target.is_lab else "aws"],
+        interval=config.probe_interval,
+        say=say,
+    )
+    say(f"deployment in service: every health check and NLB target healthy ({took:.0f}s)")
 
 
 def _teardown(deployer: StackSetDeployer, say: Say) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.aws.readiness import region_healthy
 from harness.aws.session import SessionFactory, aws_call
 from harness.aws.stacks import TAG_STACK_SET, Deployment
 from harness.chaos.faults import CATALOGUE, Fault, restore_from_ledger
@@ -272,20 +273,6 @@ class Watchdog:
                     f"(limit {self.limit:.0f}s)"
                 )
                 return
-
-
-def region_healthy(sessions: SessionFactory, health_check_id: str) -> bool:
-    """Route 53's verdict on a health check: most checkers report success."""
-    with aws_call(f"GetHealthCheckStatus {health_check_id}"):
-        observations = sessions.global_client("route53").get_health_check_status(
-            HealthCheckId=health_check_id
-        )["HealthCheckObservations"]
-    if not observations:
-        return True
-    good = sum(
-        1 for o in observations if o.get("StatusReport", {}).get("Status", "").startswith("Success")
-    )
-    return good * 2 > len(observations)
 
 
 # ---------------------------------------------------------------------- recovery

@@ -52,10 +52,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from harness.aws.session import aws_call
+from harness.aws.readiness import unhealthy_inputs
 from harness.aws.stacks import Deployment
 from harness.chaos import faults
-from harness.chaos.manager import ActiveFault, FaultManager, region_healthy
+from harness.chaos.manager import ActiveFault, FaultManager
 from harness.chaos.model import (
     BLACKHOLE,
     BLIND_SPOT,
@@ -293,23 +293,8 @@ class ChaosWorld:
         self.recovery_bound = worst_up + timing.ttl + 2 * timing.tolerance
 
     def unhealthy_inputs(self) -> list[str]:
-        """Return what is not healthy in the health pipeline's inputs, through the AWS API.
-
-        Every region's Route 53 health check must be healthy (``GetHealthCheckStatus``) and
-        every target of its NLB target group ``healthy`` (``DescribeTargetHealth``).
-        """
-        problems = []
-        for region in self.deployment.regions:
-            if not region_healthy(self.manager.sessions, region.health_check_id):
-                problems.append(f"health check {region.health_check_id} of {region.name} unhealthy")
-            with aws_call(f"DescribeTargetHealth {region.target_group_arn}", region.name):
-                targets = self.manager.sessions.client("elbv2", region.name).describe_target_health(
-                    TargetGroupArn=region.target_group_arn
-                )["TargetHealthDescriptions"]
-            states = sorted(t["TargetHealth"]["State"] for t in targets)
-            if not states or set(states) != {"healthy"}:
-                problems.append(f"NLB targets of {region.name} are {', '.join(states) or 'none'}")
-        return problems
+        """Return what is not healthy in the health pipeline's inputs, through the AWS API."""
+        return unhealthy_inputs(self.manager.sessions, self.deployment)
 
     def catalogue_fault(self, spec: FaultSpec) -> faults.Fault:
         """Return the catalogue fault (real API calls) for an oracle fault spec."""
