@@ -276,11 +276,15 @@ def curl_normal(text: str) -> str:
     )
     text = re.sub(r"OpenSSL/\d+\.\d+\.\d+", "OpenSSL/X", text)
     # The progress meter's numbers are speeds and clocks; their widths vary with them.
-    return re.sub(
+    text = re.sub(
         r"\r[ 0-9kM.:-]+(?=\r|\n|$)",
         lambda m: re.sub(r" +", " ", re.sub(r"\d+", "#", m.group(0))),
         text,
     )
+    # How often the meter is redrawn with the same figures depends on when the bytes arrive
+    # (the real curl redraws once more when a response comes in two reads): compare the
+    # sequence of distinct states, not the number of redraws.
+    return re.sub(r"(\r[^\r\n]*)(?:\1)+(?=\r|\n|$)", r"\1", text)
 
 
 def curl_pair(
