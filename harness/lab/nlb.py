@@ -311,6 +311,10 @@ class LoadBalancers:
             return None
         bundle = self._certificate(arn)
         if bundle is None:
+            if not self._listener_exists(lb, listener):
+                # A stack being deleted removed the listener, then its certificate, after this
+                # reconcile read the topology: nothing to serve and nothing to warn about.
+                return None
             self._warn(
                 f"cert {listener.arn} {arn}",
                 f"certificate {arn} of TLS listener {listener.arn} is not in ACM; connections "
@@ -318,6 +322,17 @@ class LoadBalancers:
             )
             return None
         return self._context(arn, bundle, listener.ssl_policy or "")
+
+    def _listener_exists(self, lb: LoadBalancer, listener: Listener) -> bool:
+        """Return whether the listener is still in the live ELB state (not just the snapshot)."""
+        from moto.elbv2.models import elbv2_backends
+
+        with self._lab.state_lock:
+            account = self._lab.account_id
+            if account not in elbv2_backends:
+                return False
+            live = elbv2_backends[account][lb.region].load_balancers.get(lb.arn)
+            return live is not None and listener.arn in live.listeners
 
     def _certificate(self, arn: str) -> tuple[bytes, bytes, bytes] | None:
         from moto.acm.models import acm_backends
