@@ -29,7 +29,7 @@ from harness.lab import fidelity
 from harness.lab.addresses import PortMap
 from harness.lab.cloudformation import resources as cfn_resources
 from harness.lab.cloudformation.engine import StackEngine
-from harness.lab.gateway import Gateway, LabRequest
+from harness.lab.gateway import Gateway, LabRequest, moto_dispatcher
 from harness.lab.lambda_runtime import LambdaRuntime
 from harness.lab.pki import LabCA
 from harness.lab.scheduler import Scheduler
@@ -214,7 +214,6 @@ class Lab:
 
     def _start(self) -> None:
         from moto.moto_api._internal.models import moto_api_backend
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
         moto_api_backend.reset()
         cfn_resources.register()
@@ -223,7 +222,7 @@ class Lab:
         self._stoppers.append(lambda: cfn_resources.set_certificate_issuer(None))
 
         self.gateway = Gateway(
-            DomainDispatcherApplication(create_backend_app),
+            moto_dispatcher(),
             access_key=self.access_key,
             secret_key=self.secret_key,
             state_lock=self.state_lock,
