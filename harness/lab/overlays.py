@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 def install(gateway: Gateway, lab: Lab) -> None:
     """Register the operations the lab answers itself instead of moto."""
-    from harness.lab.services import awslambda, cloudwatch, ec2, elbv2, route53, ssm
+    from harness.lab.services import acm, awslambda, cloudwatch, ec2, elbv2, route53, ssm
 
+    acm.install(gateway, lab)
     awslambda.install(gateway, lab)
     cloudwatch.install(gateway, lab)
     ec2.install(gateway, lab)

@@ -597,3 +597,23 @@ def test_tcp_listener_passes_tls_through_to_the_endpoint(stack: Stack) -> None:
     finally:
         elbv2.delete_listener(ListenerArn=listener)
         elbv2.delete_target_group(TargetGroupArn=group)
+
+
+def test_a_certificate_in_use_cannot_be_deleted(stack: Stack) -> None:
+    """As on AWS, ACM refuses to delete the certificate the TLS listener and the custom domain
+    use (ResourceInUseException, naming both); an unused certificate deletes."""
+    from botocore.exceptions import ClientError
+
+    deployed = stack.deployment.region("us-east-1")
+    acm = stack.sessions.client("acm", "us-east-1")
+    with pytest.raises(ClientError) as caught:
+        acm.delete_certificate(CertificateArn=deployed.certificate_arn)
+    error = caught.value.response["Error"]
+    assert error["Code"] == "ResourceInUseException"
+    assert ":listener/net/" in error["Message"]
+    assert f"/domainnames/{stack.domain}" in error["Message"]
+    acm.describe_certificate(CertificateArn=deployed.certificate_arn)  # still there
+    spare = acm.request_certificate(DomainName="spare.internal.example.com")["CertificateArn"]
+    acm.delete_certificate(CertificateArn=spare)
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        acm.describe_certificate(CertificateArn=spare)
