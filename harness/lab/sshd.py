@@ -417,6 +417,17 @@ class SshServers:
     def _forward(
         self, channel: paramiko.Channel, source: str, destination: tuple[str, int]
     ) -> None:
+        """Serve one direct-tcpip channel; a failure ends that channel, never the server."""
+        try:
+            self._forward_channel(channel, source, destination)
+        except Exception:
+            # Like sshd, one broken forward is logged and closed; the bastion keeps serving.
+            log.warning("lab sshd: forward %s -> %s:%s failed", source, *destination, exc_info=True)
+            channel.close()
+
+    def _forward_channel(
+        self, channel: paramiko.Channel, source: str, destination: tuple[str, int]
+    ) -> None:
         host, port = destination
         network = self._lab.network
         verdict = network.check(source, host, port, "tcp") if network is not None else None
@@ -610,9 +621,11 @@ def _hold_silently(channel: paramiko.Channel) -> None:
 def _pump(channel: paramiko.Channel, upstream: socket.socket, stopping: Callable[[], bool]) -> None:
     """Copy bytes both ways between a forwarded channel and its TCP connection."""
     selector = selectors.DefaultSelector()
-    selector.register(channel, selectors.EVENT_READ, "channel")
-    selector.register(upstream, selectors.EVENT_READ, "upstream")
     try:
+        # Registering reads the channel's file descriptor, which paramiko closes when the
+        # client goes away first (ValueError), as it may while we copy.
+        selector.register(channel, selectors.EVENT_READ, "channel")
+        selector.register(upstream, selectors.EVENT_READ, "upstream")
         while not stopping():
             for key, _events in selector.select(timeout=1.0):
                 if key.data == "channel":
@@ -625,7 +638,7 @@ def _pump(channel: paramiko.Channel, upstream: socket.socket, stopping: Callable
                     if not data:
                         return
                     channel.sendall(data)
-    except (OSError, EOFError, paramiko.SSHException):
+    except (OSError, ValueError, EOFError, paramiko.SSHException):
         return
     finally:
         selector.close()
