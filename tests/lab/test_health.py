@@ -100,7 +100,7 @@ def _periods(pattern: str) -> list[PeriodData]:
         ("---", "notBreaching", "ALARM", "OK"),
         # As many real datapoints as DatapointsToAlarm: only they count, whatever the treatment.
         ("X0X", "breaching", "OK", "OK"),
-        ("XXX", "notBreaching", "OK", "ALARM"),
+        ("XXX", "notBreaching", "OK", "ALARM"),  # three breaching datapoints (see _periods)
         # Fewer real datapoints than DatapointsToAlarm (3 of 3), AWS's documented rows.
         ("-X-", "missing", "OK", "ALARM"),
         ("-X-", "ignore", "OK", "OK"),

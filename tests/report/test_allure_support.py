@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -72,18 +72,28 @@ def test_steps_run_their_body_off_the_main_thread_too() -> None:
 
 
 def fake_allure(directory: Path, version: str) -> Path:
-    """An ``allure`` on PATH that records its arguments and writes an index.html."""
+    """An ``allure`` on PATH that records its arguments and writes an index.html.
+
+    A Python script run by this interpreter (absolute shebang), so it needs nothing on PATH.
+    """
     script = directory / "allure"
+    calls = directory / "calls"
     script.write_text(
-        "#!/bin/sh\n"
-        f'echo "$@" >> "{directory}/calls"\n'
-        f'if [ "$1" = "--version" ]; then echo "{version}"; exit 0; fi\n'
-        'out=""; prev=""\n'
-        'for a in "$@"; do if [ "$prev" = "-o" ] || [ "$prev" = "--output" ]; then out=$a; fi; prev=$a; done\n'
-        'mkdir -p "$out" && echo "<html></html>" > "$out/index.html"\n'
+        f"#!{sys.executable}\n"
+        "import pathlib, sys\n"
+        "args = sys.argv[1:]\n"
+        f"with open({str(calls)!r}, 'a') as log:\n"
+        "    log.write(' '.join(args) + '\\n')\n"
+        "if args[:1] == ['--version']:\n"
+        f"    print({version!r})\n"
+        "    sys.exit(0)\n"
+        "flag = '-o' if '-o' in args else '--output'\n"
+        "out = pathlib.Path(args[args.index(flag) + 1])\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'index.html').write_text('<html></html>')\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return directory / "calls"
+    return calls
 
 
 @pytest.fixture
@@ -96,13 +106,14 @@ def results(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def isolated_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A PATH with nothing but a private bin directory, and a cwd without node_modules."""
+    """A PATH with nothing but a private bin directory, and a cwd without node_modules.
+
+    So a system-wide allure CLI can never be found, and its absence is always testable.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.chdir(tmp_path)
-    if any((Path(p) / "allure").exists() for p in ("/usr/bin", "/bin")):
-        pytest.skip("an allure CLI is installed system-wide; cannot test its absence")
     return bin_dir
 
 
