@@ -9,6 +9,7 @@ the lab, within the analytic model's window (plus/minus one probe interval).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,69 +48,44 @@ def check(phase: PhaseResult, interval: float) -> None:
             )
 
 
+@pytest.fixture
 def drill_region(
     region: str,
-    fault: faults.Fault,
     drill: Any,
+    chaos: Any,  # restores whatever a failed drill left injected
     target: Any,
     deployment: Any,
     harness_config: Any,
     run_record: Any,
     request: pytest.FixtureRequest,
-) -> None:
-    windows = model_windows(target, deployment, region, fault.KIND)
-    failover, failback = drill.failover(
-        fault,
-        model_window=windows[0] if windows else None,
-        failback_window=windows[1] if windows else None,
-    )
-    run_record.add_phase(request.node.nodeid, failover)
-    run_record.add_phase(request.node.nodeid, failback)
-    check(failover, harness_config.probe_interval)
-    check(failback, harness_config.probe_interval)
-    assert drill.chaos.ledger.outstanding() == [], "a fault is still recorded as injected"
+) -> Callable[[faults.Fault], None]:
+    """Drill ``region`` with a fault: failover and failback measured, recorded and checked."""
+
+    def run(fault: faults.Fault) -> None:
+        __tracebackhide__ = True
+        windows = model_windows(target, deployment, region, fault.KIND)
+        failover, failback = drill.failover(
+            fault,
+            model_window=windows[0] if windows else None,
+            failback_window=windows[1] if windows else None,
+        )
+        run_record.add_phase(request.node.nodeid, failover)
+        run_record.add_phase(request.node.nodeid, failback)
+        check(failover, harness_config.probe_interval)
+        check(failback, harness_config.probe_interval)
+        assert chaos.ledger.outstanding() == [], "a fault is still recorded as injected"
+
+    return run
 
 
 @pytest.mark.gate
 def test_failover_when_the_health_check_is_inverted(
-    region: str,
-    drill: Any,
-    chaos: Any,
-    target: Any,
-    deployment: Any,
-    harness_config: Any,
-    run_record: Any,
-    request: pytest.FixtureRequest,
+    region: str, deployment: Any, drill_region: Callable[[faults.Fault], None]
 ) -> None:
-    drill_region(
-        region,
-        faults.invert_health_check(deployment, region),
-        drill,
-        target,
-        deployment,
-        harness_config,
-        run_record,
-        request,
-    )
+    drill_region(faults.invert_health_check(deployment, region))
 
 
 def test_failover_when_the_targets_fail_their_health_checks(
-    region: str,
-    drill: Any,
-    chaos: Any,
-    target: Any,
-    deployment: Any,
-    harness_config: Any,
-    run_record: Any,
-    request: pytest.FixtureRequest,
+    region: str, deployment: Any, drill_region: Callable[[faults.Fault], None]
 ) -> None:
-    drill_region(
-        region,
-        faults.fail_targets(deployment, region),
-        drill,
-        target,
-        deployment,
-        harness_config,
-        run_record,
-        request,
-    )
+    drill_region(faults.fail_targets(deployment, region))
