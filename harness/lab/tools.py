@@ -268,6 +268,35 @@ def _wait_fd(sock: socket.socket, write: bool, deadline: float, cancel: Cancel) 
             return True
 
 
+def _socket_to(
+    host: HostView, dst: str, port: int, proto: str, deadline: float, cancel: Cancel
+) -> socket.socket | str:
+    """Return a socket bound to the host's VPC address for talking to ``dst:port``.
+
+    Or the outcome when nothing can be sent: "refused" for the bastion's own loopback (nothing
+    listens there), "timeout" once the deadline passes for a packet the network drops (no
+    answer at all; nothing is sent anywhere, the wait is just sat out).
+    """
+    kind = _kind(dst)
+    if kind == "local":
+        return "refused"
+    if kind == "outside" or not _reachable(host, dst, port, proto):
+        if not cancel.sleep_until(deadline):
+            raise _Stopped
+        return "timeout"
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    )
+    source = _source(host)
+    if source is not None:
+        try:
+            sock.bind(source)
+        except BaseException:
+            sock.close()
+            raise
+    return sock
+
+
 def _tcp_connect(
     host: HostView, dst: str, port: int, deadline: float, cancel: Cancel
 ) -> tuple[str, socket.socket | None]:
@@ -275,19 +304,10 @@ def _tcp_connect(
 
     Outcomes: "ok", "refused" or "timeout" (the deadline passed with no answer).
     """
-    kind = _kind(dst)
-    if kind == "local":
-        return "refused", None  # nothing listens on the bastion's own loopback
-    if kind == "outside" or not _reachable(host, dst, port, "tcp"):
-        # A dropped SYN: no answer at all. Nothing is sent anywhere; just wait it out.
-        if not cancel.sleep_until(deadline):
-            raise _Stopped
-        return "timeout", None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = _socket_to(host, dst, port, "tcp", deadline, cancel)
+    if isinstance(sock, str):
+        return sock, None
     try:
-        source = _source(host)
-        if source is not None:
-            sock.bind(source)
         sock.setblocking(False)
         err = sock.connect_ex((to_loopback(dst), host.ports.lab_port(port)))
         if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
@@ -670,19 +690,11 @@ def _dig(
 def _dns_udp(
     host: HostView, server: str, port: int, wire: bytes, qid: int, timeout: int, cancel: Cancel
 ) -> tuple[str, bytes | None]:
-    kind = _kind(server)
     deadline = time.monotonic() + timeout
-    if kind == "local":
-        return "refused", None
-    if kind == "outside" or not _reachable(host, server, port, "udp"):
-        if not cancel.sleep_until(deadline):
-            raise _Stopped
-        return "timeout", None
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = _socket_to(host, server, port, "udp", deadline, cancel)
+    if isinstance(sock, str):
+        return sock, None
     try:
-        source = _source(host)
-        if source is not None:
-            sock.bind(source)
         # connect() so an ICMP port-unreachable comes back as ECONNREFUSED, as dig reports it.
         sock.connect((to_loopback(server), host.ports.lab_port(port)))
         sock.setblocking(False)
