@@ -156,6 +156,24 @@ class Svg:
     ) -> ET.Element:
         return self.add("text", parent, text=content, x=float(x), y=float(y), **attrs)
 
+    def caption(
+        self,
+        x: float,
+        y: float,
+        content: str,
+        parent: ET.Element | None = None,
+        *,
+        anchor: str | None = "middle",
+    ) -> ET.Element:
+        """Add secondary text (tick labels, axis titles, legend notes): muted, 11 px.
+
+        ``anchor`` is the SVG text-anchor; None leaves SVG's default (start).
+        """
+        attrs: dict[str, object] = {"fill": MUTED, "font_size": "11"}
+        if anchor is not None:
+            attrs["text_anchor"] = anchor
+        return self.text(x, y, content, parent, **attrs)
+
     def polyline(
         self,
         points: Sequence[tuple[float, float]],
@@ -286,22 +304,9 @@ def timeline_chart(drill: DrillView, regions: Sequence[str], *, width: float = 1
     grid = svg.group(class_="grid")
     for tick in nice_ticks(start, end, 10):
         svg.line(x(tick), top - 4, x(tick), lanes_bottom, grid, stroke=GRID, stroke_width="1")
-        svg.text(
-            x(tick),
-            lanes_bottom + 16,
-            seconds(tick, signed=True),
-            grid,
-            fill=MUTED,
-            font_size="11",
-            text_anchor="middle",
-        )
-    svg.text(
-        left + plot_w / 2,
-        lanes_bottom + 30,
-        "time since the fault was injected (modelled seconds)",
-        fill=MUTED,
-        font_size="11",
-        text_anchor="middle",
+        svg.caption(x(tick), lanes_bottom + 16, seconds(tick, signed=True), grid)
+    svg.caption(
+        left + plot_w / 2, lanes_bottom + 30, "time since the fault was injected (modelled seconds)"
     )
 
     # Faults' active periods, behind everything: the drill's own as a tinted band, concurrent
@@ -584,9 +589,7 @@ def rto_chart(
     stuck = svg.hatch("stuck", PHASE_COLOURS["did_not_converge"], "#ffcdd2")
     for tick in nice_ticks(0.0, high, 8):
         svg.line(x(tick), top - 6, x(tick), bottom, stroke=GRID)
-        svg.text(
-            x(tick), bottom + 16, seconds(tick), fill=MUTED, font_size="11", text_anchor="middle"
-        )
+        svg.caption(x(tick), bottom + 16, seconds(tick))
     bars = svg.group(class_="bars")
     for index, (region, phase) in enumerate(rows):
         y = top + index * row_h
@@ -699,14 +702,7 @@ def rto_chart(
             font_size="10.5",
             text_anchor="middle",
         )
-    svg.text(
-        left + plot_w / 2,
-        bottom + 32,
-        "recovery time, slowest client (modelled seconds)",
-        fill=MUTED,
-        font_size="11",
-        text_anchor="middle",
-    )
+    svg.caption(left + plot_w / 2, bottom + 32, "recovery time, slowest client (modelled seconds)")
     return svg
 
 
@@ -746,9 +742,7 @@ def trend_chart(
 
     for tick in nice_ticks(0.0, high, 5):
         svg.line(left, y(tick), left + plot_w, y(tick), stroke=GRID)
-        svg.text(
-            left - 8, y(tick) + 4, seconds(tick), fill=MUTED, font_size="11", text_anchor="end"
-        )
+        svg.caption(left - 8, y(tick) + 4, seconds(tick), anchor="end")
     if not runs:
         svg.text(
             left + plot_w / 2,
@@ -827,9 +821,7 @@ def trend_chart(
                     points, lines, stroke=colours[region], stroke_width="2", stroke_dasharray=dash
                 )
     strip = svg.group(class_="verdicts")
-    svg.text(
-        left - 8, strip_y + 12, "verdict", strip, fill=MUTED, font_size="11", text_anchor="end"
-    )
+    svg.caption(left - 8, strip_y + 12, "verdict", strip, anchor="end")
     cell = min(max(step * 0.7, 8.0), 28.0)
     for index, run in enumerate(runs):
         colour = STATUS_COLOURS.get(run.verdict, UNKNOWN)
@@ -883,7 +875,7 @@ def trend_chart(
             stroke_width="2",
             stroke_dasharray="5 4",
         )
-        svg.text(legend_x + 28, row + 25, "failback", legend, fill=MUTED, font_size="11")
+        svg.caption(legend_x + 28, row + 25, "failback", legend, anchor=None)
         row += 36
     svg.line(
         legend_x,
