@@ -10,7 +10,7 @@ registry does) and ``GetAtt`` supports the attributes AWS documents for the type
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from moto.acm.models import CertBundle, acm_backends
@@ -54,6 +54,27 @@ class _LabModel:
 
     ATTRIBUTES: dict[str, Callable[[Any], Any]] = {}
 
+    @classmethod
+    def create_from_cloudformation_json(
+        cls,
+        resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> Any:
+        """moto's creation hook: every lab model needs only the resource's Properties."""
+        return cls.from_properties(
+            resource_name, cloudformation_json.get("Properties", {}), account_id, region_name
+        )
+
+    @classmethod
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
+    ) -> Any:
+        """Create the resource from its template Properties; returns the model moto keeps."""
+        raise NotImplementedError(f"{cls.__name__} must define from_properties")
+
     @staticmethod
     def cloudformation_name_type() -> str:
         return ""
@@ -91,15 +112,9 @@ class Instance(_LabModel, CloudFormationModel):
         return MotoInstance.has_cfn_attr(attr)
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> Any:
-        props = cloudformation_json["Properties"]
         backend = ec2_backends[account_id][region_name]
         names = []
         for group in props.get("SecurityGroups", []):
@@ -150,15 +165,9 @@ class SubnetRouteTableAssociation(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> SubnetRouteTableAssociation:
-        props = cloudformation_json["Properties"]
         backend = ec2_backends[account_id][region_name]
         association_id = backend.associate_route_table(
             props["RouteTableId"], subnet_id=props["SubnetId"]
@@ -195,15 +204,9 @@ class TransitGatewayAttachment(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> TransitGatewayAttachment:
-        props = cloudformation_json["Properties"]
         backend = ec2_backends[account_id][region_name]
         attachment = backend.create_transit_gateway_vpc_attachment(
             transit_gateway_id=props["TransitGatewayId"],
@@ -252,15 +255,9 @@ class TransitGatewayPeeringAttachment(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> TransitGatewayPeeringAttachment:
-        props = cloudformation_json["Properties"]
         peer_region = props["PeerRegion"]
         peer_account = str(props.get("PeerAccountId") or account_id)
         # moto only links the attachment into backends that exist: make sure the peer's does.
@@ -300,15 +297,9 @@ class TransitGatewayRouteTable(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> TransitGatewayRouteTable:
-        props = cloudformation_json["Properties"]
         table = ec2_backends[account_id][region_name].create_transit_gateway_route_table(
             transit_gateway_id=props["TransitGatewayId"], tags=_tags(props.get("Tags"))
         )
@@ -334,15 +325,9 @@ class TransitGatewayRouteTableAssociation(_LabModel, CloudFormationModel):
         return f"{self.table_id}|{self.attachment_id}"
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> TransitGatewayRouteTableAssociation:
-        props = cloudformation_json["Properties"]
         backend = ec2_backends[account_id][region_name]
         attachment_id = props["TransitGatewayAttachmentId"]
         attachment = backend.transit_gateway_attachments.get(attachment_id)
@@ -384,15 +369,9 @@ class TransitGatewayRoute(_LabModel, CloudFormationModel):
         return f"{self.table_id}|{self.cidr}"
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> TransitGatewayRoute:
-        props = cloudformation_json["Properties"]
         backend = ec2_backends[account_id][region_name]
         blackhole = _bool(props.get("Blackhole"))
         attachment_id = props.get("TransitGatewayAttachmentId")
@@ -446,15 +425,9 @@ class MetricAlarm(_LabModel, CloudFormationModel):
         return self.name
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> MetricAlarm:
-        props = cloudformation_json["Properties"]
         if props.get("Metrics"):
             raise ValueError(
                 "metric-math alarms (Metrics) are not supported by the regiondrill lab"
@@ -467,7 +440,8 @@ class MetricAlarm(_LabModel, CloudFormationModel):
             evaluation_periods=int(props["EvaluationPeriods"]),
             period=int(props["Period"]),
             threshold=float(props["Threshold"]),
-            statistic=props.get("Statistic"),
+            # Absent with ExtendedStatistic; moto takes None although it annotates str.
+            statistic=props.get("Statistic"),  # type: ignore[arg-type]
             description=props.get("AlarmDescription", ""),
             dimensions=[
                 {"Name": d["Name"], "Value": d["Value"]} for d in props.get("Dimensions", [])
@@ -510,15 +484,9 @@ class ApiStage(_LabModel, CloudFormationModel):
         return self.name
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> ApiStage:
-        props = cloudformation_json["Properties"]
         name = props.get("StageName") or resource_name
         apigateway_backends[account_id][region_name].create_stage(
             function_id=props["RestApiId"],
@@ -571,15 +539,9 @@ class ApiDomainName(_LabModel, CloudFormationModel):
         return self.name
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> ApiDomainName:
-        props = cloudformation_json["Properties"]
         domain = apigateway_backends[account_id][region_name].create_domain_name(
             domain_name=props["DomainName"],
             certificate_name="",
@@ -619,20 +581,15 @@ class ApiBasePathMapping(_LabModel, CloudFormationModel):
         return f"{self.domain}|{self.base_path}"
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> ApiBasePathMapping:
-        props = cloudformation_json["Properties"]
         mapping = apigateway_backends[account_id][region_name].create_base_path_mapping(
             domain_name=props["DomainName"],
             rest_api_id=props["RestApiId"],
             base_path=props.get("BasePath", ""),
-            stage=props.get("Stage"),
+            # A mapping may omit its stage (AWS); moto takes None although it annotates str.
+            stage=props.get("Stage"),  # type: ignore[arg-type]
         )
         return cls(account_id, region_name, props["DomainName"], mapping.base_path)
 
@@ -670,17 +627,11 @@ class PrivateRestApi(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> PrivateRestApi:
         import json
 
-        props = cloudformation_json["Properties"]
         if props.get("Body") or props.get("BodyS3Location"):
             raise ValueError(
                 "RestApi Body/BodyS3Location (OpenAPI import) is not supported by the lab"
@@ -723,15 +674,9 @@ class LabCertificate(_LabModel, CloudFormationModel):
         return self.arn
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> LabCertificate:
-        props = cloudformation_json["Properties"]
         names = [
             props["DomainName"],
             *[n for n in props.get("SubjectAlternativeNames", []) if n != props["DomainName"]],
@@ -794,17 +739,11 @@ class LoadBalancer(_LabModel, CloudFormationModel):
         return self.lb.arn
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> LoadBalancer:
         from harness.lab import fidelity
 
-        props = cloudformation_json["Properties"]
         backend = elbv2_backends[account_id][region_name]
         lb = backend.create_load_balancer(
             name=resource_name,
@@ -857,15 +796,9 @@ class TargetGroup(_LabModel, CloudFormationModel):
         return self.group.arn
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> TargetGroup:
-        props = cloudformation_json["Properties"]
         backend = elbv2_backends[account_id][region_name]
 
         def number(key: str) -> int | None:
@@ -935,15 +868,9 @@ class HostedZone(_LabModel, CloudFormationModel):
         return self.physical_resource_id
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> HostedZone:
-        props = cloudformation_json["Properties"]
         backend = route53_backends[account_id][get_partition(region_name)]
         vpcs = props.get("VPCs") or []
         first = vpcs[0] if vpcs else {}
@@ -996,15 +923,9 @@ class HealthCheck(_LabModel, CloudFormationModel):
         return self.id
 
     @classmethod
-    def create_from_cloudformation_json(
-        cls,
-        resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-        **kwargs: Any,
+    def from_properties(
+        cls, resource_name: str, props: Mapping[str, Any], account_id: str, region_name: str
     ) -> HealthCheck:
-        props = cloudformation_json["Properties"]
         config = props["HealthCheckConfig"]
         backend = route53_backends[account_id][get_partition(region_name)]
         health_check = backend.create_health_check(
