@@ -74,7 +74,14 @@ from harness.lab.apigateway import (
     ApiUnavailable,
 )
 from harness.lab.lambda_runtime import LambdaRuntime
-from harness.lab.topology import Listener, LoadBalancer, Target, TargetGroup, Topology
+from harness.lab.topology import (
+    Listener,
+    LoadBalancer,
+    Target,
+    TargetGroup,
+    Topology,
+    acm_bundle,
+)
 
 if TYPE_CHECKING:
     from harness.lab.lab import Lab
@@ -287,7 +294,7 @@ class LoadBalancers:
                         f"{' and '.join(_SERVED_PROTOCOLS)} listeners",
                     )
                     continue
-                context = self._listener_context(lb, listener) if protocol == "TLS" else None
+                context = self._listener_context(listener) if protocol == "TLS" else None
                 if protocol == "TCP":
                     self._refresh_endpoint_tls(lb.region)
                 for subnet_id, address in sorted(lb.nodes.items()):
@@ -304,17 +311,13 @@ class LoadBalancers:
                     )
         return desired
 
-    def _listener_context(self, lb: LoadBalancer, listener: Listener) -> ssl.SSLContext | None:
+    def _listener_context(self, listener: Listener) -> ssl.SSLContext | None:
         arn = listener.certificate_arn
         if not arn:
             self._warn(f"cert {listener.arn}", f"TLS listener {listener.arn} has no certificate")
             return None
-        bundle = self._certificate(arn)
+        bundle = listener.certificate
         if bundle is None:
-            if not self._listener_exists(lb, listener):
-                # A stack being deleted removed the listener, then its certificate, after this
-                # reconcile read the topology: nothing to serve and nothing to warn about.
-                return None
             self._warn(
                 f"cert {listener.arn} {arn}",
                 f"certificate {arn} of TLS listener {listener.arn} is not in ACM; connections "
@@ -323,29 +326,9 @@ class LoadBalancers:
             return None
         return self._context(arn, bundle, listener.ssl_policy or "")
 
-    def _listener_exists(self, lb: LoadBalancer, listener: Listener) -> bool:
-        """Return whether the listener is still in the live ELB state (not just the snapshot)."""
-        from moto.elbv2.models import elbv2_backends
-
-        with self._lab.state_lock:
-            account = self._lab.account_id
-            if account not in elbv2_backends:
-                return False
-            live = elbv2_backends[account][lb.region].load_balancers.get(lb.arn)
-            return live is not None and listener.arn in live.listeners
-
     def _certificate(self, arn: str) -> tuple[bytes, bytes, bytes] | None:
-        from moto.acm.models import acm_backends
-
-        region = arn.split(":")[3] if arn.count(":") >= 5 else ""
         with self._lab.state_lock:
-            account = self._lab.account_id
-            if account not in acm_backends or not region:
-                return None
-            bundle = acm_backends[account][region]._certificates.get(arn)
-            if bundle is None or not bundle.key:
-                return None
-            return _pem(bundle.cert), _pem(bundle.key), _pem(getattr(bundle, "chain", b"") or b"")
+            return acm_bundle(self._lab.account_id, arn)
 
     def _context(
         self, arn: str, bundle: tuple[bytes, bytes, bytes], policy: str
@@ -799,12 +782,6 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _pem(value: Any) -> bytes:
-    if isinstance(value, str):
-        return value.encode("ascii")
-    return bytes(value or b"")
 
 
 def _server_context(cert: bytes, key: bytes, chain: bytes, *, policy: str) -> ssl.SSLContext:

@@ -226,6 +226,9 @@ class Listener:
     certificate_arn: str | None
     ssl_policy: str | None
     target_group_arns: tuple[str, ...]
+    # The certificate's ACM bundle (leaf, key, chain PEM) read in the same snapshot as the
+    # listener, so the two always agree; None when ACM does not hold it with a key.
+    certificate: tuple[bytes, bytes, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -368,6 +371,26 @@ class Topology:
 # ---------------------------------------------------------------------- building
 
 
+def acm_bundle(account_id: str, arn: str) -> tuple[bytes, bytes, bytes] | None:
+    """Return an ACM certificate's (leaf, key, chain) PEM, or None when ACM does not hold it
+    with a private key. Call with the lab's state lock held."""
+    from moto.acm.models import acm_backends
+
+    region = arn.split(":")[3] if arn.count(":") >= 5 else ""
+    if account_id not in acm_backends or not region:
+        return None
+    bundle = acm_backends[account_id][region]._certificates.get(arn)
+    if bundle is None or not bundle.key:
+        return None
+    return _pem(bundle.cert), _pem(bundle.key), _pem(getattr(bundle, "chain", b"") or b"")
+
+
+def _pem(value: Any) -> bytes:
+    if isinstance(value, str):
+        return value.encode("ascii")
+    return bytes(value or b"")
+
+
 def build(account_id: str, version: int) -> Topology:
     """Read every region's moto state into a Topology. Call with the lab's state lock held."""
     topology = Topology(version=version, account_id=account_id)
@@ -397,7 +420,7 @@ def build(account_id: str, version: int) -> Topology:
             endpoints,
         )
     for region, elbv2 in _backends(elbv2_backends, account_id):
-        _read_elbv2(region, elbv2, lbs, tgs)
+        _read_elbv2(account_id, region, elbv2, lbs, tgs)
     zones, health_checks = _read_route53(account_id)
     object.__setattr__(topology, "vpcs", vpcs)
     object.__setattr__(topology, "subnets", subnets)
@@ -638,7 +661,11 @@ def _rules(rules: Any) -> list[Rule]:
 
 
 def _read_elbv2(
-    region: str, elbv2: Any, lbs: dict[str, LoadBalancer], tgs: dict[str, TargetGroup]
+    account_id: str,
+    region: str,
+    elbv2: Any,
+    lbs: dict[str, LoadBalancer],
+    tgs: dict[str, TargetGroup],
 ) -> None:
     for group in list(elbv2.target_groups.values()):
         port = int(group.port) if group.port else 0
@@ -674,12 +701,16 @@ def _read_elbv2(
                     target_groups.append(data["TargetGroupArn"])
                 for forward in (data.get("ForwardConfig") or {}).get("TargetGroups", []) or []:
                     target_groups.append(forward["TargetGroupArn"])
+            certificate_arn = getattr(listener, "certificate", None)
             listeners.append(
                 Listener(
                     arn=listener.arn,
                     protocol=listener.protocol,
                     port=int(listener.port),
-                    certificate_arn=getattr(listener, "certificate", None),
+                    certificate_arn=certificate_arn,
+                    certificate=acm_bundle(account_id, certificate_arn)
+                    if certificate_arn
+                    else None,
                     ssl_policy=getattr(listener, "ssl_policy", None),
                     target_group_arns=tuple(dict.fromkeys(target_groups)),
                 )
