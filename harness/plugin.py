@@ -136,7 +136,7 @@ def _wait_in_service(deployed: Deployment, target: Target, config: HarnessConfig
     from harness.aws import readiness
 
     if target.lab_info is not None:
-        settle = float(target.lab_info.extra.get("health_propagation", 10.0))
+        settle = target.lab_info.health_propagation
     else:
         settle = readiness.AWS_PROPAGATION
     took = readiness.wait_in_service(

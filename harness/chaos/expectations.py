@@ -85,7 +85,7 @@ def model_windows(
     info = getattr(target, "lab_info", None)
     if info is None or (fault_kind not in INVERT and fault_kind not in TARGETS):
         return None
-    propagation = float(info.extra.get("health_propagation", 10.0))
+    propagation = info.health_propagation
     params = parameters_from_api(target.sessions, deployment, region, propagation=propagation)
     if fault_kind in INVERT:
         down, up = predict_inverted(params), predict_inverted_restored(params)

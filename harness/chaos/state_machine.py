@@ -426,7 +426,7 @@ def timing_for(target: Any, deployment: Deployment, config: HarnessConfig) -> Ti
     from harness.chaos.expectations import parameters_from_api
     from harness.lab.model import inverted_stages, targets_failed_stages, targets_restored_stages
 
-    propagation = float(info.extra.get("health_propagation", 10.0))
+    propagation = info.health_propagation
     health: dict[tuple[str, str], HealthDelays] = {}
     ttl = 0.0
     for region in regions:

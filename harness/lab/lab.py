@@ -30,6 +30,7 @@ from harness.lab.addresses import PortMap
 from harness.lab.cloudformation import resources as cfn_resources
 from harness.lab.cloudformation.engine import StackEngine
 from harness.lab.gateway import Gateway, LabRequest, moto_dispatcher
+from harness.lab.health import DEFAULT_PROPAGATION
 from harness.lab.lambda_runtime import LambdaRuntime
 from harness.lab.pki import LabCA
 from harness.lab.scheduler import Scheduler
@@ -100,6 +101,11 @@ class LabInfo:
     ca_bundle: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def health_propagation(self) -> float:
+        """Lab seconds Route 53's view lags its checkers (``Lab(health_propagation=...)``)."""
+        return float(self.extra.get("health_propagation", DEFAULT_PROPAGATION))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "endpoint": self.endpoint,
@@ -147,7 +153,7 @@ class Lab:
         host: str = "127.0.0.1",
         port: int = 0,
         components: Sequence[str] | None = None,
-        health_propagation: float = 10.0,
+        health_propagation: float = DEFAULT_PROPAGATION,
     ) -> None:
         if not regions:
             raise LabError("the lab needs at least one region")
