@@ -292,10 +292,6 @@ class ChaosWorld:
             )
         self.recovery_bound = worst_up + timing.ttl + 2 * timing.tolerance
 
-    def unhealthy_inputs(self) -> list[str]:
-        """Return what is not healthy in the health pipeline's inputs, through the AWS API."""
-        return unhealthy_inputs(self.manager.sessions, self.deployment)
-
     def catalogue_fault(self, spec: FaultSpec) -> faults.Fault:
         """Return the catalogue fault (real API calls) for an oracle fault spec."""
         if spec.kind == INVERT:
@@ -666,10 +662,13 @@ class ChaosMachine(RuleBasedStateMachine):
         deadline = clock.now() + world.recovery_bound
         truths = {r: world.oracle.truth(r, ()) for r in world.regions}
         hold = 0.0 if world.steady else world.oracle.timing.ttl + world.oracle.timing.tolerance
+        unhealthy: list[str] = []  # the health inputs' problems, until they were once all healthy
         inputs_ok = world.steady
         agreeing_since: float | None = None
         while True:
-            inputs_ok = inputs_ok or not world.unhealthy_inputs()
+            if not inputs_ok:
+                unhealthy = unhealthy_inputs(world.manager.sessions, world.deployment)
+                inputs_ok = not unhealthy
             observations = world.observe()
             if inputs_ok and all(not disagreements(o, truths[o.client]) for o in observations):
                 if agreeing_since is None:
@@ -683,7 +682,7 @@ class ChaosMachine(RuleBasedStateMachine):
                 world.steady = False
                 if quiet:
                     return observations
-                problems = "" if inputs_ok else f" ({'; '.join(world.unhealthy_inputs())})"
+                problems = "" if inputs_ok else f" ({'; '.join(unhealthy)})"
                 self._fail(
                     f"the deployment was not in its steady state within {world.recovery_bound:.0f}s"
                     f"{problems}: every health check and NLB target healthy, every VPC answered "
