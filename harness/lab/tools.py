@@ -1214,6 +1214,18 @@ def _parse_curl(argv: Sequence[str], cwd: Path) -> _CurlOptions:
     return opts
 
 
+# Boolean curl options (``--no-NAME`` turns them off) and the _CurlOptions field each sets.
+_CURL_SWITCHES = {
+    "silent": "silent",
+    "show-error": "show_error",
+    "insecure": "insecure",
+    "fail": "fail",
+    "include": "include",
+    "head": "head",
+    "no-progress-meter": "no_progress",
+}
+
+
 def _curl_option(
     opts: _CurlOptions,
     name: str,
@@ -1224,18 +1236,8 @@ def _curl_option(
     urls: list[str],
     on: bool,
 ) -> None:
-    if name == "silent":
-        opts.silent = on
-    elif name == "show-error":
-        opts.show_error = on
-    elif name == "insecure":
-        opts.insecure = on
-    elif name == "fail":
-        opts.fail = on
-    elif name == "include":
-        opts.include = on
-    elif name == "head":
-        opts.head = on
+    if name in _CURL_SWITCHES:
+        setattr(opts, _CURL_SWITCHES[name], on)
     elif name == "output":
         opts.output = value
     elif name == "write-out":
@@ -1276,8 +1278,6 @@ def _curl_option(
         opts.user_agent = value
     elif name == "url":
         urls.append(value)
-    elif name == "no-progress-meter":
-        opts.no_progress = on
     elif name == "version":
         opts.version = True
     # noproxy, ipv4, http1.1, disable (-q), no-keepalive, no-buffer: no effect in the lab
