@@ -765,21 +765,22 @@ def trend_chart(
         class_="objective-line",
     )
     lines = svg.group(class_="series")
+
+    def flush(
+        points: list[tuple[float, float]], colour: str, dash: str | None
+    ) -> list[tuple[float, float]]:
+        """Draw a run of consecutive measured points (a gap ends one); return a fresh run."""
+        if len(points) > 1:
+            svg.polyline(points, lines, stroke=colour, stroke_width="2", stroke_dasharray=dash)
+        return []
+
     for region in all_regions:
         for phase, dash in (("failover", None), ("failback", "5 4")):
             points: list[tuple[float, float]] = []
             for index, run in enumerate(runs):
                 measured = run.rto.get(region, {})
                 if phase not in measured:
-                    if len(points) > 1:
-                        svg.polyline(
-                            points,
-                            lines,
-                            stroke=colours[region],
-                            stroke_width="2",
-                            stroke_dasharray=dash,
-                        )
-                    points = []
+                    points = flush(points, colours[region], dash)
                     continue
                 value = measured[phase]
                 if value is None:
@@ -794,15 +795,7 @@ def trend_chart(
                         text_anchor="middle",
                         tooltip=f"{run.started} {region} {phase}: did not converge",
                     )
-                    if len(points) > 1:
-                        svg.polyline(
-                            points,
-                            lines,
-                            stroke=colours[region],
-                            stroke_width="2",
-                            stroke_dasharray=dash,
-                        )
-                    points = []
+                    points = flush(points, colours[region], dash)
                     continue
                 points.append((x(index), y(value)))
                 svg.add(
@@ -816,10 +809,7 @@ def trend_chart(
                     stroke_width="1.5",
                     tooltip=f"{run.started} {region} {phase}: {value:.1f} s (objective {run.objective:g} s)",
                 )
-            if len(points) > 1:
-                svg.polyline(
-                    points, lines, stroke=colours[region], stroke_width="2", stroke_dasharray=dash
-                )
+            flush(points, colours[region], dash)
     strip = svg.group(class_="verdicts")
     svg.caption(left - 8, strip_y + 12, "verdict", strip, anchor="end")
     cell = min(max(step * 0.7, 8.0), 28.0)
