@@ -41,9 +41,8 @@ from harness.chaos.state_machine import (
 )
 from harness.config import DEFAULT_CHAOS_STEPS, load_config
 from harness.hosts.bastion import discover_bastions
-from harness.lab.lab import Lab
 from harness.report.recorder import RunRecord
-from harness.targets import Target, lab_sessions
+from harness.targets import open_target
 
 REGIONS = ("us-east-1", "us-west-2")
 
@@ -64,11 +63,8 @@ def main() -> int:
         environ={},
     )
     started = time.monotonic()
-    with Lab(REGIONS, speed=args.speed) as lab:
-        info = lab.info
-        target = Target(
-            name="lab", sessions=lab_sessions(info), clock=info.clock, lab=lab, lab_info=info
-        )
+    with open_target(config) as target:
+        lab = target.lab
         deployer = StackSetDeployer(config, target.sessions)
         deployment = deployer.deploy()
         bastions = discover_bastions(deployment, target.sessions, clock=lab.clock, wait=60)

@@ -58,7 +58,7 @@ from harness.lab.lab import Lab
 from harness.probes.curl import DEFAULT_WRITE_OUT, parse_curl
 from harness.probes.dig import parse_dig
 from harness.report.recorder import RunRecord
-from harness.targets import Target, lab_sessions
+from harness.targets import open_target
 
 EAST, WEST = "us-east-1", "us-west-2"
 REGIONS = (EAST, WEST)
@@ -297,11 +297,8 @@ def lab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, C
         {"regions": ",".join(REGIONS), "report_dir": str(reports), "lab_speed": str(SPEED)},
         environ={},
     )
-    with Lab(REGIONS, speed=SPEED) as lab:
-        info = lab.info
-        target = Target(
-            name="lab", sessions=lab_sessions(info), clock=info.clock, lab=lab, lab_info=info
-        )
+    with open_target(config) as target:
+        lab = target.lab
         deployer = StackSetDeployer(config, target.sessions)
         deployment = deployer.deploy()
         bastions = discover_bastions(deployment, target.sessions, clock=lab.clock, wait=60)
